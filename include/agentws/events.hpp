@@ -1,0 +1,130 @@
+// Server-to-client events: building them (server) and reading them (client).
+//
+// Builders append one complete event to a caller-owned buffer, so a hot path
+// can reuse its memory. The envelope is written in the contract's own form:
+//   {"event_type": "run_event", "ts": "...", "payload": {"run_id": ..., ...}}
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "agentws/protocol.hpp"
+
+namespace agentws {
+
+using wall_clock = std::chrono::system_clock;
+
+// Formats UTC times as RFC 3339 with microseconds and "+00:00", the form of
+// Python's datetime.now(timezone.utc).isoformat(). The date and time part is
+// cached per second, so a stream of events costs no strftime per event.
+class timestamp_formatter {
+ public:
+  static constexpr std::size_t size = 32;  // "2026-11-25T17:36:10.123456+00:00"
+
+  void append(std::string& out, wall_clock::time_point when);
+  std::string format(wall_clock::time_point when);
+
+ private:
+  std::int64_t cached_second_ = INT64_MIN;
+  char prefix_[20] = {};  // "YYYY-MM-DDTHH:MM:SS"
+};
+
+// Appends `text` as a JSON string literal (quotes included). Control
+// characters, quotes and backslashes are escaped; valid UTF-8 passes through.
+void append_json_string(std::string& out, std::string_view text);
+
+// Writes one event envelope; payload fields are added in call order.
+class event_writer {
+ public:
+  event_writer(std::string& out, std::string_view event_type, std::string_view ts);
+  event_writer& field(std::string_view key, std::string_view value);
+  // Without this, a string literal would pick the bool overload.
+  event_writer& field(std::string_view key, const char* value) {
+    return field(key, std::string_view(value));
+  }
+  event_writer& field(std::string_view key, std::uint64_t value);
+  event_writer& field(std::string_view key, int value) {
+    return field(key, static_cast<std::uint64_t>(value));
+  }
+  event_writer& field(std::string_view key, bool value);
+  // `json` must already be valid JSON (an object, array or scalar).
+  event_writer& raw_field(std::string_view key, std::string_view json);
+  // Optional string fields are written only when present.
+  event_writer& optional_field(std::string_view key, const std::optional<std::string>& value) {
+    if (value) field(key, *value);
+    return *this;
+  }
+  void finish();
+
+ private:
+  void key(std::string_view name);
+  std::string& out_;
+  bool first_field_ = true;
+};
+
+// Why a run was cancelled (payload.reason).
+enum class cancel_reason { client, shutdown };
+
+struct server_identity {
+  std::string name = "agentws";
+  std::string version;
+};
+
+// The complete event builders of the protocol.
+void append_connected(std::string& out, std::string_view ts, const server_identity& server,
+                      const protocol_limits& limits, const run_params& defaults);
+void append_run_started(std::string& out, std::string_view ts, std::string_view run_id,
+                        const std::optional<std::string>& request_id);
+void append_run_event(std::string& out, std::string_view ts, std::string_view run_id,
+                      std::uint64_t step, std::string_view text);
+// `failure` set: the agent failed; still the run's one terminal event.
+void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
+                     std::string_view failure = {});
+void append_run_cancelled(std::string& out, std::string_view ts, std::string_view run_id,
+                          cancel_reason reason, const std::optional<std::string>& request_id);
+void append_error(std::string& out, std::string_view ts, const protocol_error& error);
+
+// --- Reading events (client side) ---
+
+enum class event_kind {
+  connected,
+  run_started,
+  run_event,
+  run_done,
+  run_cancelled,
+  error,
+  unknown
+};
+
+event_kind event_kind_from(std::string_view event_type) noexcept;
+bool is_terminal(event_kind kind) noexcept;
+
+// One received event, with the fields the client library routes on. Fields a
+// peer did not send stay empty: only the core protocol is ever required.
+struct received_event {
+  event_kind kind = event_kind::unknown;
+  std::string event_type;
+  std::string ts;
+  std::string run_id;                // payload.run_id, empty if absent
+  std::optional<std::uint64_t> step;  // run_event
+  std::string text;                   // run_event
+  std::string message;                // error / connected
+  std::string code;                   // error (extension)
+  std::string reason;                 // run_cancelled (extension)
+  std::string request_id;             // extension
+  std::string failure;                // run_done with "ok": false (extension)
+  std::string payload_json;           // the whole payload, compact JSON
+};
+
+// Parses one event frame. nullopt if the text is not an event envelope.
+std::optional<received_event> parse_event(std::string_view text);
+
+// Builds the JSON text of a command (client side).
+std::string make_start_run(std::string_view run_id, const run_params_override& params = {},
+                           std::string_view request_id = {});
+std::string make_cancel_run(std::string_view run_id, std::string_view request_id = {});
+
+}  // namespace agentws

@@ -1,0 +1,304 @@
+#include "agentws/events.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <cstring>
+
+namespace agentws {
+namespace {
+
+using json = nlohmann::json;
+
+void append_uint(std::string& out, std::uint64_t value) {
+  char digits[20];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+  out.append(digits, end);
+}
+
+void write_digits(char* at, unsigned value, int width) {
+  for (int i = width - 1; i >= 0; --i) {
+    at[i] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  }
+}
+
+// Characters that need escaping inside a JSON string, as a lookup table.
+constexpr bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
+
+}  // namespace
+
+void timestamp_formatter::append(std::string& out, wall_clock::time_point when) {
+  using namespace std::chrono;
+  const auto micros = duration_cast<microseconds>(when.time_since_epoch()).count();
+  std::int64_t second = micros / 1'000'000;
+  std::int64_t fraction = micros % 1'000'000;
+  if (fraction < 0) {  // times before 1970 round toward the past
+    fraction += 1'000'000;
+    second -= 1;
+  }
+  if (second != cached_second_) {
+    const sys_seconds at{seconds{second}};
+    const auto day = floor<days>(at);
+    const year_month_day date{day};
+    const hh_mm_ss<seconds> time{at - day};
+    write_digits(prefix_, static_cast<unsigned>(static_cast<int>(date.year())), 4);
+    prefix_[4] = '-';
+    write_digits(prefix_ + 5, static_cast<unsigned>(date.month()), 2);
+    prefix_[7] = '-';
+    write_digits(prefix_ + 8, static_cast<unsigned>(date.day()), 2);
+    prefix_[10] = 'T';
+    write_digits(prefix_ + 11, static_cast<unsigned>(time.hours().count()), 2);
+    prefix_[13] = ':';
+    write_digits(prefix_ + 14, static_cast<unsigned>(time.minutes().count()), 2);
+    prefix_[16] = ':';
+    write_digits(prefix_ + 17, static_cast<unsigned>(time.seconds().count()), 2);
+    prefix_[19] = '.';
+    cached_second_ = second;
+  }
+  char buffer[size];
+  std::memcpy(buffer, prefix_, 20);
+  write_digits(buffer + 20, static_cast<unsigned>(fraction), 6);
+  std::memcpy(buffer + 26, "+00:00", 6);
+  out.append(buffer, size);
+}
+
+std::string timestamp_formatter::format(wall_clock::time_point when) {
+  std::string out;
+  append(out, when);
+  return out;
+}
+
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  std::size_t run_start = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (!needs_escape(c)) continue;
+    out.append(text.data() + run_start, i - run_start);
+    run_start = i + 1;
+    switch (c) {
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
+      case '\b':
+        out.append("\\b");
+        break;
+      case '\f':
+        out.append("\\f");
+        break;
+      default: {
+        const char escape[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]};
+        out.append(escape, 6);
+      }
+    }
+  }
+  out.append(text.data() + run_start, text.size() - run_start);
+  out.push_back('"');
+}
+
+event_writer::event_writer(std::string& out, std::string_view event_type, std::string_view ts)
+    : out_(out) {
+  out_.append("{\"event_type\": ");
+  append_json_string(out_, event_type);
+  out_.append(", \"ts\": \"");
+  out_.append(ts);  // produced by timestamp_formatter: nothing to escape
+  out_.append("\", \"payload\": {");
+}
+
+void event_writer::key(std::string_view name) {
+  if (!first_field_) out_.append(", ");
+  first_field_ = false;
+  append_json_string(out_, name);
+  out_.append(": ");
+}
+
+event_writer& event_writer::field(std::string_view key_name, std::string_view value) {
+  key(key_name);
+  append_json_string(out_, value);
+  return *this;
+}
+
+event_writer& event_writer::field(std::string_view key_name, std::uint64_t value) {
+  key(key_name);
+  append_uint(out_, value);
+  return *this;
+}
+
+event_writer& event_writer::field(std::string_view key_name, bool value) {
+  key(key_name);
+  out_.append(value ? "true" : "false");
+  return *this;
+}
+
+event_writer& event_writer::raw_field(std::string_view key_name, std::string_view json_text) {
+  key(key_name);
+  out_.append(json_text);
+  return *this;
+}
+
+void event_writer::finish() { out_.append("}}"); }
+
+void append_connected(std::string& out, std::string_view ts, const server_identity& server,
+                      const protocol_limits& limits, const run_params& defaults) {
+  std::string limits_json;
+  limits_json.append("{\"max_message_bytes\": ");
+  append_uint(limits_json, limits.max_message_bytes);
+  limits_json.append(", \"max_run_id_bytes\": ");
+  append_uint(limits_json, limits.max_run_id_bytes);
+  limits_json.append(", \"max_active_runs\": ");
+  append_uint(limits_json, limits.max_active_runs);
+  limits_json.append(", \"max_steps\": ");
+  append_uint(limits_json, limits.max_steps);
+  limits_json.append(", \"max_interval_ms\": ");
+  append_uint(limits_json, limits.max_interval_ms);
+  limits_json.append(", \"max_json_depth\": ");
+  append_uint(limits_json, limits.max_json_depth);
+  limits_json.append("}");
+
+  std::string defaults_json = "{\"steps\": ";
+  append_uint(defaults_json, defaults.steps);
+  defaults_json.append(", \"interval_ms\": ");
+  append_uint(defaults_json, defaults.interval_ms);
+  defaults_json.append("}");
+
+  std::string server_name = server.name;
+  if (!server.version.empty()) server_name += "/" + server.version;
+  event_writer(out, "connected", ts)
+      .field("message", "Connected")
+      .field("protocol", protocol_version)
+      .field("server", server_name)
+      .raw_field("limits", limits_json)
+      .raw_field("defaults", defaults_json)
+      .finish();
+}
+
+void append_run_started(std::string& out, std::string_view ts, std::string_view run_id,
+                        const std::optional<std::string>& request_id) {
+  event_writer(out, "run_started", ts)
+      .field("run_id", run_id)
+      .optional_field("request_id", request_id)
+      .finish();
+}
+
+void append_run_event(std::string& out, std::string_view ts, std::string_view run_id,
+                      std::uint64_t step, std::string_view text) {
+  event_writer(out, "run_event", ts)
+      .field("run_id", run_id)
+      .field("step", step)
+      .field("text", text)
+      .finish();
+}
+
+void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
+                     std::string_view failure) {
+  event_writer writer(out, "run_done", ts);
+  writer.field("run_id", run_id);
+  if (!failure.empty()) writer.field("ok", false).field("error", failure);
+  writer.finish();
+}
+
+void append_run_cancelled(std::string& out, std::string_view ts, std::string_view run_id,
+                          cancel_reason reason, const std::optional<std::string>& request_id) {
+  event_writer(out, "run_cancelled", ts)
+      .field("run_id", run_id)
+      .field("reason", reason == cancel_reason::client ? "client" : "shutdown")
+      .optional_field("request_id", request_id)
+      .finish();
+}
+
+void append_error(std::string& out, std::string_view ts, const protocol_error& error) {
+  event_writer writer(out, "error", ts);
+  writer.field("message", error.message).field("code", to_string(error.code));
+  writer.optional_field("run_id", error.run_id);
+  if (error.received_json) writer.raw_field("received", *error.received_json);
+  writer.optional_field("request_id", error.request_id).finish();
+}
+
+event_kind event_kind_from(std::string_view event_type) noexcept {
+  if (event_type == "run_event") return event_kind::run_event;
+  if (event_type == "run_started") return event_kind::run_started;
+  if (event_type == "run_done") return event_kind::run_done;
+  if (event_type == "run_cancelled") return event_kind::run_cancelled;
+  if (event_type == "error") return event_kind::error;
+  if (event_type == "connected") return event_kind::connected;
+  return event_kind::unknown;
+}
+
+bool is_terminal(event_kind kind) noexcept {
+  return kind == event_kind::run_done || kind == event_kind::run_cancelled;
+}
+
+std::optional<received_event> parse_event(std::string_view text) {
+  // Events come from a server we chose to trust less than fully: the same
+  // depth guard as for commands keeps a hostile peer from exhausting the stack.
+  if (json_nesting_exceeds(text, protocol_limits{}.max_json_depth)) return std::nullopt;
+  json document = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!document.is_object()) return std::nullopt;
+  auto type_it = document.find("event_type");
+  if (type_it == document.end() || !type_it->is_string()) return std::nullopt;
+
+  received_event event;
+  event.event_type = type_it->get<std::string>();
+  event.kind = event_kind_from(event.event_type);
+  if (auto it = document.find("ts"); it != document.end() && it->is_string()) {
+    event.ts = it->get<std::string>();
+  }
+  auto payload_it = document.find("payload");
+  if (payload_it == document.end() || !payload_it->is_object()) return event;
+  const json& payload = *payload_it;
+  auto read_string = [&](const char* key, std::string& out) {
+    if (auto it = payload.find(key); it != payload.end() && it->is_string()) {
+      out = it->get<std::string>();
+    }
+  };
+  read_string("run_id", event.run_id);
+  read_string("text", event.text);
+  read_string("message", event.message);
+  read_string("code", event.code);
+  read_string("reason", event.reason);
+  read_string("request_id", event.request_id);
+  if (auto it = payload.find("ok"); it != payload.end() && *it == false) {
+    event.failure = "failed";
+    read_string("error", event.failure);
+  }
+  if (auto it = payload.find("step"); it != payload.end() && it->is_number_unsigned()) {
+    event.step = it->get<std::uint64_t>();
+  }
+  event.payload_json = payload.dump(-1, ' ', false, json::error_handler_t::replace);
+  return event;
+}
+
+std::string make_start_run(std::string_view run_id, const run_params_override& params,
+                           std::string_view request_id) {
+  json message = {{"command", "start_run"}, {"run_id", run_id}};
+  if (params.steps || params.interval_ms) {
+    json p = json::object();
+    if (params.steps) p["steps"] = *params.steps;
+    if (params.interval_ms) p["interval_ms"] = *params.interval_ms;
+    message["params"] = std::move(p);
+  }
+  if (!request_id.empty()) message["request_id"] = request_id;
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string make_cancel_run(std::string_view run_id, std::string_view request_id) {
+  json message = {{"command", "cancel_run"}, {"run_id", run_id}};
+  if (!request_id.empty()) message["request_id"] = request_id;
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace agentws

@@ -1,0 +1,230 @@
+#include "agentws/protocol.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <string>
+#include <utility>
+
+namespace agentws {
+namespace {
+
+using json = nlohmann::json;
+
+// Echoes of unknown commands are bounded: a peer can make us parse 1 MiB,
+// but not send it back to itself.
+constexpr std::size_t max_received_echo_bytes = 4096;
+
+struct error_row {
+  protocol_error_code code;
+  std::string_view wire_name;
+};
+
+// The wire names, indexed by protocol_error_code. The exact core messages live in the
+// functions below, one place each.
+constexpr std::array<error_row, 11> error_table{{
+    {protocol_error_code::invalid_json, "invalid_json"},
+    {protocol_error_code::invalid_command, "invalid_command"},
+    {protocol_error_code::missing_run_id, "missing_run_id"},
+    {protocol_error_code::invalid_run_id, "invalid_run_id"},
+    {protocol_error_code::invalid_request_id, "invalid_request_id"},
+    {protocol_error_code::unknown_command, "unknown_command"},
+    {protocol_error_code::run_already_active, "run_already_active"},
+    {protocol_error_code::run_not_active, "run_not_active"},
+    {protocol_error_code::invalid_params, "invalid_params"},
+    {protocol_error_code::too_many_runs, "too_many_runs"},
+    {protocol_error_code::unsupported_frame, "unsupported_frame"},
+}};
+
+constexpr bool table_matches_enum() {
+  for (std::size_t i = 0; i < error_table.size(); ++i) {
+    if (static_cast<std::size_t>(error_table[i].code) != i) return false;
+  }
+  return true;
+}
+static_assert(table_matches_enum(), "error_table must list the codes in enum order");
+
+protocol_error make_error(protocol_error_code code, std::string message) {
+  protocol_error error;
+  error.code = code;
+  error.message = std::move(message);
+  return error;
+}
+
+std::string dump_bounded(const json& object) {
+  std::string text = object.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() <= max_received_echo_bytes) return text;
+  // Too large to echo: keep only the command name when it is a short string.
+  json summary = json::object();
+  auto it = object.find("command");
+  if (it != object.end() && it->is_string() &&
+      it->get_ref<const std::string&>().size() <= max_received_echo_bytes / 2) {
+    summary["command"] = *it;
+  }
+  summary["truncated"] = true;
+  return summary.dump();
+}
+
+// Reads an optional unsigned integer parameter; nullopt result means "absent".
+// Floats, negative numbers, strings and values past `max` are refused.
+std::optional<protocol_error> read_bound(const json& params, const char* name, std::uint64_t max,
+                                         std::optional<std::uint64_t>& out) {
+  auto it = params.find(name);
+  if (it == params.end()) return std::nullopt;
+  const bool in_range = it->is_number_unsigned() && it->get<std::uint64_t>() <= max;
+  if (!in_range) {
+    return make_error(protocol_error_code::invalid_params, std::string("params.") + name +
+                                                      " must be an integer from 0 to " +
+                                                      std::to_string(max));
+  }
+  out = it->get<std::uint64_t>();
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view to_string(protocol_error_code code) noexcept {
+  return error_table[static_cast<std::size_t>(code)].wire_name;
+}
+
+bool json_nesting_exceeds(std::string_view text, std::size_t max_depth) noexcept {
+  std::size_t depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '[':
+      case '{':
+        if (++depth > max_depth) return true;
+        break;
+      case ']':
+      case '}':
+        if (depth > 0) --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+parse_result parse_command(std::string_view text, const protocol_limits& limits) {
+  if (json_nesting_exceeds(text, limits.max_json_depth)) {
+    return make_error(protocol_error_code::invalid_json, "Invalid JSON: nested deeper than " +
+                                                    std::to_string(limits.max_json_depth) +
+                                                    " levels");
+  }
+  const json document = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (document.is_discarded()) return make_error(protocol_error_code::invalid_json, "Invalid JSON");
+  if (!document.is_object()) {
+    return make_error(protocol_error_code::invalid_command, "Command must be a JSON object");
+  }
+
+  // request_id is read first so that every later error can carry it.
+  std::optional<std::string> request_id;
+  bool request_id_invalid = false;
+  if (auto it = document.find("request_id"); it != document.end()) {
+    if (it->is_string() && it->get_ref<const std::string&>().size() <= limits.max_request_id_bytes) {
+      request_id = it->get<std::string>();
+    } else {
+      request_id_invalid = true;
+    }
+  }
+  auto with_request_id = [&](protocol_error error) {
+    error.request_id = request_id;
+    return error;
+  };
+
+  const auto command_it = document.find("command");
+  const std::string* command_name = nullptr;
+  if (command_it != document.end() && command_it->is_string()) {
+    command_name = &command_it->get_ref<const std::string&>();
+  }
+  const bool is_start = command_name && *command_name == "start_run";
+  const bool is_cancel = command_name && *command_name == "cancel_run";
+  if (!is_start && !is_cancel) {
+    protocol_error error = with_request_id(make_error(protocol_error_code::unknown_command, "Unknown command"));
+    error.received_json = dump_bounded(document);
+    return error;
+  }
+
+  const auto run_id_it = document.find("run_id");
+  if (run_id_it == document.end() || !run_id_it->is_string() ||
+      run_id_it->get_ref<const std::string&>().empty()) {
+    return with_request_id(make_error(protocol_error_code::missing_run_id, "run_id is required"));
+  }
+  const std::string& run_id = run_id_it->get_ref<const std::string&>();
+  if (run_id.size() > limits.max_run_id_bytes) {
+    return with_request_id(make_error(
+        protocol_error_code::invalid_run_id,
+        "run_id is longer than " + std::to_string(limits.max_run_id_bytes) + " bytes"));
+  }
+  if (request_id_invalid) {
+    protocol_error error = make_error(protocol_error_code::invalid_request_id,
+                                      "request_id must be a string of at most " +
+                                          std::to_string(limits.max_request_id_bytes) + " bytes");
+    error.run_id = run_id;
+    return error;
+  }
+
+  if (is_cancel) return command{cancel_run_command{run_id, request_id}};
+
+  start_run_command start{run_id, {}, request_id};
+  if (auto it = document.find("params"); it != document.end() && !it->is_null()) {
+    std::optional<protocol_error> error;
+    if (!it->is_object()) {
+      error = make_error(protocol_error_code::invalid_params, "params must be an object");
+    } else if (!(error = read_bound(*it, "steps", limits.max_steps, start.params.steps))) {
+      error = read_bound(*it, "interval_ms", limits.max_interval_ms, start.params.interval_ms);
+    }
+    if (error) {
+      error->run_id = run_id;
+      return with_request_id(std::move(*error));
+    }
+  }
+  return command{std::move(start)};
+}
+
+protocol_error binary_frame_error() {
+  return make_error(protocol_error_code::unsupported_frame,
+                    "Binary frames are not supported: send each command as a JSON text frame");
+}
+
+protocol_error run_already_active_error(std::string run_id, std::optional<std::string> request_id) {
+  protocol_error error = make_error(protocol_error_code::run_already_active, "Run already in progress");
+  error.run_id = std::move(run_id);
+  error.request_id = std::move(request_id);
+  return error;
+}
+
+protocol_error run_not_active_error(std::string run_id, std::optional<std::string> request_id) {
+  protocol_error error = make_error(protocol_error_code::run_not_active, "No active run to cancel");
+  error.run_id = std::move(run_id);
+  error.request_id = std::move(request_id);
+  return error;
+}
+
+protocol_error too_many_runs_error(std::string run_id, std::optional<std::string> request_id,
+                                   std::size_t limit) {
+  protocol_error error = make_error(
+      protocol_error_code::too_many_runs,
+      "Too many active runs on this connection (limit " + std::to_string(limit) + ")");
+  error.run_id = std::move(run_id);
+  error.request_id = std::move(request_id);
+  return error;
+}
+
+}  // namespace agentws
