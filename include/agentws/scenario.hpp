@@ -1,0 +1,99 @@
+// The client's scenario: which runs to start and cancel, how to follow them
+// from the events that arrive, and how to print them. The tracking and the
+// formatting are pure; run_scenario() wires them to a connection.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agentws/events.hpp"
+#include "agentws/protocol.hpp"
+
+namespace agentws {
+
+struct planned_cancel {
+  std::string run_id;
+  std::chrono::milliseconds after{0};  // counted from when the runs were started
+};
+
+struct scenario {
+  std::string url = "ws://localhost:8000/ws";
+  std::vector<std::string> runs{"run-001", "run-002"};
+  std::vector<planned_cancel> cancels{{"run-002", std::chrono::milliseconds(2500)}};
+  run_params_override params;  // sent only when set: the original server has no params
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds timeout{60'000};  // for the whole scenario
+};
+
+// Parses "run-002@2.5" (seconds). nullopt if malformed.
+std::optional<planned_cancel> parse_planned_cancel(std::string_view text);
+
+enum class run_outcome { not_started, running, done, failed, cancelled, refused };
+std::string_view to_string(run_outcome outcome) noexcept;
+
+struct run_report {
+  std::string run_id;
+  run_outcome outcome = run_outcome::not_started;
+  run_outcome expected = run_outcome::done;
+  std::uint64_t events = 0;  // run_event frames
+  std::optional<std::uint64_t> last_step;
+  std::string detail;  // error message, cancel reason, failure text
+  bool as_expected() const noexcept { return outcome == expected; }
+};
+
+// Follows runs from their events and checks the contract's ordering rules.
+class run_tracker {
+ public:
+  run_tracker(const std::vector<std::string>& runs, const std::vector<planned_cancel>& cancels);
+
+  void on_event(const received_event& event);
+  bool all_finished() const;
+  bool all_as_expected() const;
+  const std::vector<run_report>& reports() const noexcept { return reports_; }
+  // Contract violations seen (events after a terminal, steps out of order...).
+  const std::vector<std::string>& problems() const noexcept { return problems_; }
+
+ private:
+  run_report* find(const std::string& run_id);
+  std::vector<run_report> reports_;
+  std::vector<std::string> problems_;
+};
+
+// Replaces control characters (and invalid UTF-8 bytes) with visible escapes,
+// so nothing a peer sends can drive the terminal.
+std::string printable(std::string_view text);
+
+// One readable line per event, e.g.
+//   2026-11-25T17:36:10.123456+00:00 [run-002] run_event step=1 agent step 1
+std::string format_event_line(const received_event& event, bool color);
+
+// The end-of-scenario table: one line per run and a verdict.
+std::string format_summary(const run_tracker& tracker, bool color);
+
+enum class scenario_exit : int {
+  ok = 0,              // every run ended as expected
+  unexpected = 1,      // a run ended otherwise, or the server broke the contract
+  usage = 2,           // bad command line
+  connection = 3,      // could not connect, or the connection was lost
+  timeout = 4,         // the runs did not finish in time
+};
+
+struct scenario_output {
+  std::function<void(const std::string& raw, const received_event& event)> on_event;
+  std::function<void(const std::string& line)> on_notice;  // progress, to stderr
+};
+
+// Connects, starts the runs, sends the planned cancels, feeds every event to
+// `tracker` and `output`, closes cleanly when all runs ended.
+boost::asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& tracker,
+                                                   const scenario_output& output);
+
+}  // namespace agentws

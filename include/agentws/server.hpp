@@ -1,0 +1,89 @@
+// The agentws server: HTTP (health) and the WebSocket protocol on one port.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "agentws/agent.hpp"
+#include "agentws/events.hpp"
+#include "agentws/protocol.hpp"
+
+namespace agentws {
+
+struct server_config {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8000;  // 0 picks a free port; see server::port()
+
+  protocol_limits limits;
+  run_params default_params;   // for start_run without params
+  std::shared_ptr<agent> agent_logic;  // null: the demo agent
+
+  std::size_t max_connections = 10'000;  // WebSocket sessions; past it: 503
+  // Bytes of events queued per connection before runs wait (backpressure).
+  std::size_t outbox_bytes = 256 * 1024;
+  // HTTP request and WebSocket opening/closing handshakes must finish in this.
+  std::chrono::milliseconds handshake_timeout{10'000};
+  // A silent peer is pinged after half of this and dropped after all of it.
+  std::chrono::milliseconds idle_timeout{60'000};
+  // A peer that takes no bytes for this long while events wait is dropped.
+  std::chrono::milliseconds send_timeout{30'000};
+  // On stop(), connections still open after this are closed hard.
+  std::chrono::milliseconds shutdown_grace{1'000};
+
+  server_identity identity{"agentws", "0.1.0"};
+};
+
+// Counters, readable from any thread while the server runs.
+struct server_stats {
+  std::uint64_t connections_open = 0;
+  std::uint64_t connections_total = 0;
+  std::uint64_t connections_refused = 0;
+  std::uint64_t runs_active = 0;
+  std::uint64_t runs_started = 0;
+  std::uint64_t runs_done = 0;
+  std::uint64_t runs_cancelled_client = 0;
+  std::uint64_t runs_cancelled_shutdown = 0;
+  std::uint64_t runs_cancelled_disconnect = 0;
+  std::uint64_t frames_sent = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t errors_sent = 0;
+  std::uint64_t slow_consumer_closes = 0;
+};
+
+class server {
+ public:
+  // The server runs on `io`; run io.run() on as many threads as wanted:
+  // each connection is serialised on its own strand.
+  server(boost::asio::io_context& io, server_config config);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // Binds and starts accepting. Throws boost::system::system_error when the
+  // address cannot be bound.
+  void start();
+
+  // The bound port (useful with port 0). Valid after start().
+  std::uint16_t port() const noexcept;
+
+  // Graceful stop, callable from any thread, returns at once: stops
+  // accepting, cancels every run (run_cancelled, reason "shutdown"), closes
+  // every WebSocket with 1001, and force-closes what remains after
+  // shutdown_grace. `on_stopped` (optional) runs once every connection has
+  // ended; io.run() returns when nothing else of the caller's is pending.
+  void stop(std::function<void()> on_stopped = {});
+
+  server_stats stats() const;
+  const server_config& config() const noexcept;
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace agentws

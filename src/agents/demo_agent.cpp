@@ -1,0 +1,31 @@
+#include <boost/asio/use_awaitable.hpp>
+
+#include <string>
+
+#include "agentws/agent.hpp"
+
+namespace agentws {
+namespace {
+
+class demo_agent final : public agent {
+ public:
+  boost::asio::awaitable<void> run(run_context& context) override {
+    const run_params& params = context.params();
+    const std::chrono::milliseconds interval{params.interval_ms};
+    std::string text;
+    for (std::uint64_t step = 0; step < params.steps; ++step) {
+      text.assign("agent step ");
+      text.append(std::to_string(step));
+      if (!co_await context.emit(text)) co_return;
+      // With no interval the stream runs as fast as the outbox drains; the
+      // context yields on its own often enough to keep commands flowing.
+      if (interval.count() > 0 && !co_await context.sleep_for(interval)) co_return;
+    }
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<agent> make_demo_agent() { return std::make_shared<demo_agent>(); }
+
+}  // namespace agentws

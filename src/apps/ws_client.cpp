@@ -1,0 +1,121 @@
+// ws-client: command-line options and output only; the scenario is the library's.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/program_options.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "agentws/scenario.hpp"
+
+namespace po = boost::program_options;
+
+int main(int argc, char** argv) {
+  agentws::scenario plan;
+  std::vector<std::string> runs;
+  std::vector<std::string> cancels;
+  std::uint64_t steps = 0;
+  std::uint64_t interval_ms = 0;
+  double timeout_seconds = 60;
+  std::string color_mode = "auto";
+
+  po::options_description options(
+      "ws-client: start agent runs over WebSocket, cancel some, print every event\n\n"
+      "Without options it plays the original scenario: start run-001 and run-002,\n"
+      "cancel run-002 after 2.5 s.\n\nOptions");
+  // clang-format off
+  options.add_options()
+    ("help,h", "show this help and exit")
+    ("url", po::value(&plan.url)->default_value(plan.url), "server URL")
+    ("run", po::value(&runs)->composing(), "start this run_id (repeatable; default run-001 run-002)")
+    ("cancel", po::value(&cancels)->composing(),
+     "cancel RUN_ID@SECONDS after the start (repeatable; default run-002@2.5 when no --run)")
+    ("steps", po::value(&steps), "params.steps for every run (default: the server's)")
+    ("interval-ms", po::value(&interval_ms), "params.interval_ms for every run (default: the server's)")
+    ("json", "print each event as its raw JSON line (the summary goes to stderr)")
+    ("color", po::value(&color_mode)->default_value(color_mode), "auto, always or never")
+    ("timeout", po::value(&timeout_seconds)->default_value(timeout_seconds),
+     "give up after this many seconds");
+  // clang-format on
+
+  po::variables_map args;
+  try {
+    po::store(po::parse_command_line(argc, argv, options), args);
+    po::notify(args);
+  } catch (const po::error& e) {
+    std::cerr << "ws-client: " << e.what() << "\nTry 'ws-client --help'.\n";
+    return static_cast<int>(agentws::scenario_exit::usage);
+  }
+  if (args.count("help")) {
+    std::cout << options
+              << "\nExit status: 0 every run ended as expected, 1 some did not (or the server\n"
+                 "broke the protocol), 2 bad usage, 3 connection failed or lost, 4 timeout.\n";
+    return 0;
+  }
+  if (!runs.empty()) {
+    plan.runs = runs;
+    plan.cancels.clear();
+  }
+  if (!cancels.empty()) {
+    plan.cancels.clear();
+    for (const auto& text : cancels) {
+      auto cancel = agentws::parse_planned_cancel(text);
+      if (!cancel) {
+        std::cerr << "ws-client: --cancel wants RUN_ID@SECONDS, got '" << text << "'\n";
+        return static_cast<int>(agentws::scenario_exit::usage);
+      }
+      plan.cancels.push_back(*cancel);
+    }
+  }
+  if (args.count("steps")) plan.params.steps = steps;
+  if (args.count("interval-ms")) plan.params.interval_ms = interval_ms;
+  if (!(timeout_seconds > 0)) {
+    std::cerr << "ws-client: --timeout must be positive\n";
+    return static_cast<int>(agentws::scenario_exit::usage);
+  }
+  plan.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_seconds * 1000));
+  if (color_mode != "auto" && color_mode != "always" && color_mode != "never") {
+    std::cerr << "ws-client: --color must be auto, always or never\n";
+    return static_cast<int>(agentws::scenario_exit::usage);
+  }
+  const bool json = args.count("json") > 0;
+  const bool color = color_mode == "always" || (color_mode == "auto" && isatty(STDOUT_FILENO));
+  spdlog::set_default_logger(spdlog::stderr_color_mt("ws-client"));
+
+  agentws::run_tracker tracker(plan.runs, plan.cancels);
+  agentws::scenario_output output;
+  output.on_event = [&](const std::string& raw, const agentws::received_event& event) {
+    if (json) {
+      std::cout << raw << '\n' << std::flush;  // one event per line, as it arrives
+    } else {
+      std::cout << agentws::format_event_line(event, color) << '\n' << std::flush;
+    }
+  };
+  output.on_notice = [](const std::string& line) { std::cerr << "ws-client: " << line << '\n'; };
+
+  boost::asio::io_context io(1);
+  agentws::scenario_exit result = agentws::scenario_exit::connection;
+  boost::asio::co_spawn(io, agentws::run_scenario(plan, tracker, output),
+                        [&](std::exception_ptr failure, agentws::scenario_exit exit) {
+                          if (failure) {
+                            try {
+                              std::rethrow_exception(failure);
+                            } catch (const std::exception& e) {
+                              std::cerr << "ws-client: " << e.what() << '\n';
+                            }
+                            return;
+                          }
+                          result = exit;
+                        });
+  io.run();
+
+  if (result == agentws::scenario_exit::ok || result == agentws::scenario_exit::unexpected ||
+      result == agentws::scenario_exit::timeout || result == agentws::scenario_exit::connection) {
+    const std::string summary = agentws::format_summary(tracker, color && !json);
+    (json ? std::cerr : std::cout) << summary << std::flush;
+  }
+  return static_cast<int>(result);
+}

@@ -1,0 +1,128 @@
+// ws-server: command-line options and wiring only; the server is the library's.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/program_options.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "agentws/server.hpp"
+
+namespace po = boost::program_options;
+
+int main(int argc, char** argv) {
+  agentws::server_config config;
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::string log_level = "info";
+  std::uint64_t handshake_ms = static_cast<std::uint64_t>(config.handshake_timeout.count());
+  std::uint64_t idle_ms = static_cast<std::uint64_t>(config.idle_timeout.count());
+  std::uint64_t send_ms = static_cast<std::uint64_t>(config.send_timeout.count());
+
+  po::options_description options("ws-server: agent runs over WebSocket (ws://HOST:PORT/ws)\n\nOptions");
+  // clang-format off
+  options.add_options()
+    ("help,h", "show this help and exit")
+    ("version", "show the version and exit")
+    ("host", po::value(&config.host)->default_value(config.host), "address to listen on")
+    ("port,p", po::value(&config.port)->default_value(config.port), "port to listen on (0: any free port)")
+    ("threads", po::value(&threads)->default_value(threads), "I/O threads")
+    ("steps", po::value(&config.default_params.steps)->default_value(config.default_params.steps),
+     "demo agent: events per run when start_run has no params")
+    ("interval-ms", po::value(&config.default_params.interval_ms)->default_value(config.default_params.interval_ms),
+     "demo agent: milliseconds between events when start_run has no params")
+    ("max-connections", po::value(&config.max_connections)->default_value(config.max_connections),
+     "open WebSocket connections; more are answered 503")
+    ("max-runs", po::value(&config.limits.max_active_runs)->default_value(config.limits.max_active_runs),
+     "active runs per connection")
+    ("max-message-bytes", po::value(&config.limits.max_message_bytes)->default_value(config.limits.max_message_bytes),
+     "largest accepted message; larger ones close with 1009")
+    ("max-run-id-bytes", po::value(&config.limits.max_run_id_bytes)->default_value(config.limits.max_run_id_bytes),
+     "longest accepted run_id")
+    ("max-steps", po::value(&config.limits.max_steps)->default_value(config.limits.max_steps),
+     "largest params.steps accepted")
+    ("max-interval-ms", po::value(&config.limits.max_interval_ms)->default_value(config.limits.max_interval_ms),
+     "largest params.interval_ms accepted")
+    ("outbox-bytes", po::value(&config.outbox_bytes)->default_value(config.outbox_bytes),
+     "events queued per connection before runs wait for the client")
+    ("handshake-timeout-ms", po::value(&handshake_ms)->default_value(handshake_ms),
+     "time allowed for the HTTP request and the WebSocket handshakes")
+    ("idle-timeout-ms", po::value(&idle_ms)->default_value(idle_ms),
+     "a silent client is pinged after half of this and dropped after all of it")
+    ("send-timeout-ms", po::value(&send_ms)->default_value(send_ms),
+     "a client that takes no data for this long is dropped")
+    ("log-level", po::value(&log_level)->default_value(log_level),
+     "trace, debug, info, warn, error, critical or off");
+  // clang-format on
+
+  po::variables_map args;
+  try {
+    po::store(po::parse_command_line(argc, argv, options), args);
+    po::notify(args);
+  } catch (const po::error& e) {
+    std::cerr << "ws-server: " << e.what() << "\nTry 'ws-server --help'.\n";
+    return 2;
+  }
+  if (args.count("help")) {
+    std::cout << options << "\nSIGINT/SIGTERM stop gracefully (runs get run_cancelled, reason "
+                            "\"shutdown\"); a second signal exits at once.\n";
+    return 0;
+  }
+  if (args.count("version")) {
+    std::cout << "ws-server " << config.identity.version << " (protocol "
+              << agentws::protocol_version << ")\n";
+    return 0;
+  }
+  const auto level = spdlog::level::from_str(log_level);
+  if (level == spdlog::level::off && log_level != "off") {
+    std::cerr << "ws-server: unknown --log-level '" << log_level << "'\n";
+    return 2;
+  }
+  if (threads == 0) {
+    std::cerr << "ws-server: --threads must be at least 1\n";
+    return 2;
+  }
+  config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
+  config.idle_timeout = std::chrono::milliseconds(idle_ms);
+  config.send_timeout = std::chrono::milliseconds(send_ms);
+
+  auto logger = spdlog::stderr_color_mt("agentws");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(level);
+
+  boost::asio::io_context io(static_cast<int>(threads));
+  agentws::server server(io, config);
+  try {
+    server.start();
+  } catch (const boost::system::system_error& e) {
+    spdlog::critical("cannot listen on {}:{}: {}", config.host, config.port, e.code().message());
+    return 1;
+  }
+  spdlog::info("listening on ws://{}:{}/ws ({} I/O threads)", config.host, server.port(), threads);
+
+  // The signal set lives on its own strand: the stop callback may run on any
+  // I/O thread, and it must cancel the pending wait so that io.run() returns.
+  auto signal_strand = boost::asio::make_strand(io);
+  boost::asio::signal_set signals(signal_strand, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int signal_number) {
+    if (ec) return;
+    spdlog::info("signal {}: stopping (send it again to exit at once)", signal_number);
+    server.stop([&] { boost::asio::post(signal_strand, [&] { signals.cancel(); }); });
+    signals.async_wait([](const boost::system::error_code& again, int number) {
+      if (!again) std::_Exit(128 + number);
+    });
+  });
+
+  std::vector<std::thread> workers;
+  for (unsigned i = 1; i < threads; ++i) workers.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& worker : workers) worker.join();
+  spdlog::info("stopped");
+  return 0;
+}

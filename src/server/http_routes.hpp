@@ -1,0 +1,27 @@
+// Plain HTTP answers on the server's port: pure functions of the request.
+#pragma once
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <string_view>
+
+namespace agentws::detail {
+
+using http_request = boost::beast::http::request<boost::beast::http::string_body>;
+using http_response = boost::beast::http::response<boost::beast::http::string_body>;
+
+// The path part of a request target ("/ws?token=x" -> "/ws").
+std::string_view target_path(std::string_view target) noexcept;
+
+// True for the WebSocket endpoint's path.
+bool is_websocket_path(std::string_view target) noexcept;
+
+// The answer to a request that is not a WebSocket upgrade: /health, 404, 405.
+http_response answer_http(const http_request& request, std::string_view server_name);
+
+// A short error answer (status line, text body, Connection: close).
+http_response make_status_response(boost::beast::http::status status, unsigned version,
+                                   std::string_view server_name, std::string_view body);
+
+}  // namespace agentws::detail

@@ -1,0 +1,93 @@
+#include "server/server_state.hpp"
+
+#include <vector>
+
+#include "server/session.hpp"
+
+namespace agentws::detail {
+
+server_stats server_counters::snapshot() const {
+  auto get = [](const std::atomic<std::uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+  server_stats s;
+  s.connections_open = get(connections_open);
+  s.connections_total = get(connections_total);
+  s.connections_refused = get(connections_refused);
+  s.runs_started = get(runs_started);
+  s.runs_done = get(runs_done);
+  s.runs_cancelled_client = get(runs_cancelled_client);
+  s.runs_cancelled_shutdown = get(runs_cancelled_shutdown);
+  s.runs_cancelled_disconnect = get(runs_cancelled_disconnect);
+  const std::uint64_t ended = s.runs_done + s.runs_cancelled_client + s.runs_cancelled_shutdown +
+                              s.runs_cancelled_disconnect;
+  s.runs_active = s.runs_started >= ended ? s.runs_started - ended : 0;
+  s.frames_sent = get(frames_sent);
+  s.bytes_sent = get(bytes_sent);
+  s.errors_sent = get(errors_sent);
+  s.slow_consumer_closes = get(slow_consumer_closes);
+  return s;
+}
+
+server_state::server_state(server_config cfg)
+    : config(std::move(cfg)), agent_(config.agent_logic ? config.agent_logic : make_demo_agent()) {}
+
+bool server_state::try_open_websocket() {
+  std::uint64_t open = counters.connections_open.load(std::memory_order_relaxed);
+  do {
+    if (open >= config.max_connections) {
+      counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!counters.connections_open.compare_exchange_weak(open, open + 1,
+                                                            std::memory_order_relaxed));
+  counters.connections_total.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void server_state::close_websocket() {
+  counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::uint64_t server_state::add_session(const std::shared_ptr<session>& s) {
+  std::lock_guard lock(sessions_mutex_);
+  const std::uint64_t id = next_session_id_++;
+  sessions_.emplace(id, s);
+  return id;
+}
+
+void server_state::remove_session(std::uint64_t id) {
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    sessions_.erase(id);
+    if (sessions_.empty() && on_idle_) notify = std::exchange(on_idle_, nullptr);
+  }
+  if (notify) notify();
+}
+
+void server_state::for_each_session(const std::function<void(session&)>& visit) {
+  std::vector<std::shared_ptr<session>> live;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    live.reserve(sessions_.size());
+    for (auto& [id, weak] : sessions_) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+  }
+  for (auto& s : live) visit(*s);
+}
+
+void server_state::begin_stop(std::function<void()> on_idle) {
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    stopping_.store(true, std::memory_order_release);
+    if (sessions_.empty()) {
+      notify = std::move(on_idle);
+    } else {
+      on_idle_ = std::move(on_idle);
+    }
+  }
+  if (notify) notify();
+}
+
+}  // namespace agentws::detail

@@ -1,0 +1,453 @@
+#include "server/session.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <spdlog/spdlog.h>
+
+#include "server/http_routes.hpp"
+
+namespace agentws::detail {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+// A run streaming without pauses yields to the strand this often, so the
+// reader still sees cancel_run promptly while the outbox has room.
+constexpr unsigned emits_between_yields = 64;
+
+// Ends of a connection that are part of normal life: logged at debug only.
+bool is_expected_end(const error_code& ec) {
+  return ec == websocket::error::closed || ec == asio::error::eof ||
+         ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == beast::error::timeout ||
+         ec == http::error::end_of_stream;
+}
+
+std::string server_header(const server_config& config) {
+  return config.identity.name + "/" + config.identity.version;
+}
+
+}  // namespace
+
+// The run_context an agent sees: emits go through the session's outbox.
+class session::run_handle final : public run_context {
+ public:
+  run_handle(session& owner, std::shared_ptr<run_state> run)
+      : session_(owner), run_(std::move(run)) {}
+
+  const std::string& run_id() const noexcept override { return run_->run_id; }
+  const run_params& params() const noexcept override { return run_->params; }
+  bool cancelled() const noexcept override { return run_->cancelled; }
+
+  asio::awaitable<bool> emit(std::string_view text) override {
+    if (run_->cancelled) co_return false;
+    if (++run_->emits_since_yield >= emits_between_yields) {
+      run_->emits_since_yield = 0;
+      co_await asio::post(session_.ws_.get_executor(), asio::use_awaitable);
+    }
+    if (!co_await session_.wait_for_room(run_.get())) co_return false;
+    const std::uint64_t step = run_->next_step++;
+    session_.outbox_.push([&](std::string& out) {
+      append_run_event(out, session_.now(), run_->run_id, step, text);
+    });
+    co_return true;
+  }
+
+  asio::awaitable<bool> sleep_for(std::chrono::milliseconds duration) override {
+    if (run_->cancelled) co_return false;
+    if (duration.count() <= 0) {
+      co_await asio::post(session_.ws_.get_executor(), asio::use_awaitable);
+    } else {
+      asio::steady_timer timer(session_.ws_.get_executor(), duration);
+      co_await timer.async_wait(nothrow);
+    }
+    co_return !run_->cancelled;
+  }
+
+ private:
+  session& session_;
+  std::shared_ptr<run_state> run_;
+};
+
+session::session(asio::ip::tcp::socket socket, std::shared_ptr<server_state> state)
+    : state_(std::move(state)),
+      ws_(std::move(socket)),
+      outbox_(ws_.get_executor(), state_->config.outbox_bytes),
+      send_watchdog_(ws_.get_executor()) {}
+
+session::~session() {
+  if (upgraded_) state_->close_websocket();
+  state_->remove_session(id_);
+}
+
+void session::start() {
+  id_ = state_->add_session(shared_from_this());
+  asio::co_spawn(ws_.get_executor(), serve(shared_from_this()),
+                 [id = id_](std::exception_ptr failure) {
+                   if (!failure) return;
+                   try {
+                     std::rethrow_exception(failure);
+                   } catch (const std::exception& e) {
+                     spdlog::error("conn {}: session failed: {}", id, e.what());
+                   }
+                 });
+}
+
+void session::shutdown() {
+  asio::dispatch(ws_.get_executor(), [self = shared_from_this()] { self->begin_shutdown(); });
+}
+
+void session::force_close() {
+  asio::dispatch(ws_.get_executor(), [self = shared_from_this()] { self->close_socket(); });
+}
+
+void session::close_socket() {
+  error_code ignored;
+  beast::get_lowest_layer(ws_).socket().close(ignored);
+}
+
+std::string_view session::now() {
+  now_.clear();
+  clock_.append(now_, wall_clock::now());
+  return now_;
+}
+
+asio::awaitable<void> session::serve(std::shared_ptr<session> self) {
+  // A stop that began before this session registered must still reach it.
+  if (state_->stopping()) co_return;
+  if (!co_await serve_http()) co_return;
+
+  spdlog::debug("conn {}: websocket open", id_);
+  outbox_.push([&](std::string& out) {
+    append_connected(out, now(), state_->config.identity, state_->config.limits,
+                     state_->config.default_params);
+  });
+  asio::co_spawn(ws_.get_executor(), write_frames(self), [id = id_](std::exception_ptr failure) {
+    if (!failure) return;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      spdlog::error("conn {}: writer failed: {}", id, e.what());
+    }
+  });
+  if (state_->stopping()) begin_shutdown();
+
+  co_await read_commands();
+
+  // The peer is gone or the close handshake is done: nothing more reaches it.
+  cancel_all_runs(std::nullopt);
+  outbox_.close();
+  spdlog::debug("conn {}: websocket closed", id_);
+}
+
+asio::awaitable<bool> session::serve_http() {
+  const server_config& config = state_->config;
+  const std::string server_name = server_header(config);
+  beast::tcp_stream& stream = ws_.next_layer();
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(16 * 1024);
+    parser.body_limit(16 * 1024);
+    stream.expires_after(config.handshake_timeout);
+    auto [read_error, read_bytes] = co_await http::async_read(stream, read_buffer_, parser, nothrow);
+    if (read_error) {
+      if (read_error == http::error::header_limit || read_error == http::error::body_limit) {
+        auto response = make_status_response(http::status::request_header_fields_too_large, 11,
+                                             server_name, "Request Header Fields Too Large");
+        co_await http::async_write(stream, response, nothrow);
+      } else if (!is_expected_end(read_error)) {
+        spdlog::debug("conn {}: bad HTTP request: {}", id_, read_error.message());
+        auto response = make_status_response(http::status::bad_request, 11, server_name,
+                                             "Bad Request");
+        co_await http::async_write(stream, response, nothrow);
+      }
+      close_socket();
+      co_return false;
+    }
+
+    http_request& request = parser.get();
+    if (websocket::is_upgrade(request) && is_websocket_path(request.target())) {
+      if (state_->stopping() || !state_->try_open_websocket()) {
+        auto response = make_status_response(http::status::service_unavailable,
+                                              request.version(), server_name,
+                                              "Service Unavailable: connection limit reached");
+        response.set(http::field::retry_after, "1");
+        co_await http::async_write(stream, response, nothrow);
+        close_socket();
+        co_return false;
+      }
+      upgraded_ = true;
+      // From here on the WebSocket's own timeouts govern the connection.
+      stream.expires_never();
+      configure_websocket();
+      auto [accept_error] = co_await ws_.async_accept(request, nothrow);
+      if (accept_error) {
+        spdlog::debug("conn {}: websocket handshake failed: {}", id_, accept_error.message());
+        close_socket();
+        co_return false;
+      }
+      co_return true;
+    }
+
+    http_response response = answer_http(request, server_name);
+    const bool keep_alive = response.keep_alive();
+    auto [write_error, written] = co_await http::async_write(stream, response, nothrow);
+    if (write_error || !keep_alive) {
+      error_code ignored;
+      stream.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      close_socket();
+      co_return false;
+    }
+  }
+}
+
+void session::configure_websocket() {
+  const server_config& config = state_->config;
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = config.handshake_timeout;
+  timeouts.idle_timeout = config.idle_timeout;
+  timeouts.keep_alive_pings = true;
+  ws_.set_option(timeouts);
+  ws_.set_option(websocket::stream_base::decorator(
+      [name = server_header(config)](websocket::response_type& response) {
+        response.set(http::field::server, name);
+      }));
+  ws_.read_message_max(config.limits.max_message_bytes);
+  ws_.auto_fragment(false);
+  ws_.text(true);
+}
+
+asio::awaitable<bool> session::wait_for_room(const run_state* run) {
+  for (;;) {
+    if (outbox_.closed() || (run && run->cancelled)) co_return false;
+    if (outbox_.has_room()) co_return true;
+    co_await outbox_.wait_for_change();
+  }
+}
+
+asio::awaitable<void> session::read_commands() {
+  for (;;) {
+    auto [ec, bytes] = co_await ws_.async_read(read_buffer_, nothrow);
+    if (ec) {
+      if (is_expected_end(ec)) {
+        spdlog::debug("conn {}: read ended: {}", id_, ec.message());
+      } else {
+        spdlog::info("conn {}: connection failed: {}", id_, ec.message());
+      }
+      co_return;
+    }
+    if (!closing_) {
+      if (ws_.got_text()) {
+        const auto data = read_buffer_.cdata();
+        handle_text(std::string_view(static_cast<const char*>(data.data()), data.size()));
+      } else {
+        send_error(binary_frame_error());
+      }
+    }
+    read_buffer_.consume(read_buffer_.size());
+    // Backpressure on commands too: a peer that sends but does not read stops
+    // being read once its outbox is full (until close, which still gets read).
+    while (!outbox_.has_room() && !outbox_.closed()) co_await outbox_.wait_for_change();
+  }
+}
+
+asio::awaitable<void> session::write_frames([[maybe_unused]] std::shared_ptr<session> self) {
+  frame_batch batch;
+  for (;;) {
+    co_await outbox_.wait_for_frames();
+    if (outbox_.empty()) break;  // closed and drained
+    outbox_.take(batch);
+    write_in_flight_ = true;
+    arm_send_watchdog();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const std::string_view frame = batch.frame(i);
+      auto [ec, written] = co_await ws_.async_write(asio::buffer(frame.data(), frame.size()), nothrow);
+      ++writes_completed_;
+      if (ec) {
+        write_in_flight_ = false;
+        send_watchdog_.cancel();
+        if (!is_expected_end(ec)) spdlog::info("conn {}: write failed: {}", id_, ec.message());
+        outbox_.close();
+        close_socket();
+        co_return;
+      }
+    }
+    write_in_flight_ = false;
+    state_->counters.frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
+    state_->counters.bytes_sent.fetch_add(batch.bytes(), std::memory_order_relaxed);
+  }
+  send_watchdog_.cancel();
+  if (close_reason_ && ws_.is_open()) {
+    auto [ec] = co_await ws_.async_close(*close_reason_, nothrow);
+    if (ec && !is_expected_end(ec)) spdlog::debug("conn {}: close failed: {}", id_, ec.message());
+  }
+}
+
+void session::arm_send_watchdog() {
+  if (watchdog_armed_) return;
+  watchdog_armed_ = true;
+  send_watchdog_.expires_after(state_->config.send_timeout);
+  send_watchdog_.async_wait(
+      [self = shared_from_this(), seen = writes_completed_](const error_code& ec) {
+        self->watchdog_armed_ = false;
+        if (ec || !self->write_in_flight_) return;
+        if (self->writes_completed_ != seen) {
+          self->arm_send_watchdog();  // slow but moving: look again later
+          return;
+        }
+        // The peer takes nothing: a close frame could not reach it either.
+        spdlog::warn("conn {}: closing slow consumer ({} bytes queued)", self->id_,
+                     self->outbox_.queued_bytes());
+        self->state_->counters.slow_consumer_closes.fetch_add(1, std::memory_order_relaxed);
+        self->close_socket();
+      });
+}
+
+void session::handle_text(std::string_view text) {
+  parse_result result = parse_command(text, state_->config.limits);
+  if (auto* error = std::get_if<protocol_error>(&result)) {
+    send_error(*error);
+    return;
+  }
+  std::visit(
+      [this](auto&& command) {
+        using command_type = std::decay_t<decltype(command)>;
+        if constexpr (std::is_same_v<command_type, start_run_command>) {
+          start_run(std::move(command));
+        } else {
+          cancel_run(std::move(command));
+        }
+      },
+      std::get<command>(std::move(result)));
+}
+
+void session::send_error(const protocol_error& error) {
+  state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
+  outbox_.push([&](std::string& out) { append_error(out, now(), error); });
+}
+
+void session::start_run(start_run_command command) {
+  const protocol_limits& limits = state_->config.limits;
+  if (runs_.contains(command.run_id)) {
+    send_error(run_already_active_error(std::move(command.run_id), std::move(command.request_id)));
+    return;
+  }
+  if (runs_.size() >= limits.max_active_runs) {
+    send_error(too_many_runs_error(std::move(command.run_id), std::move(command.request_id),
+                                   limits.max_active_runs));
+    return;
+  }
+  auto run = std::make_shared<run_state>(command.run_id,
+                                         command.params.apply_to(state_->config.default_params));
+  runs_.emplace(run->run_id, run);
+  state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);
+  outbox_.push(
+      [&](std::string& out) { append_run_started(out, now(), run->run_id, command.request_id); });
+  spdlog::debug("conn {}: run {} started", id_, run->run_id);
+
+  asio::co_spawn(ws_.get_executor(), run_agent(shared_from_this(), run),
+                 asio::bind_cancellation_slot(
+                     run->cancel_signal.slot(),
+                     [run, id = id_](std::exception_ptr failure) {
+                       // `run` is captured so its signal outlives the coroutine.
+                       if (!failure) return;
+                       try {
+                         std::rethrow_exception(failure);
+                       } catch (const boost::system::system_error& e) {
+                         if (e.code() != asio::error::operation_aborted) {
+                           spdlog::error("conn {}: run {} failed: {}", id, run->run_id, e.what());
+                         }
+                       } catch (const std::exception& e) {
+                         spdlog::error("conn {}: run {} failed: {}", id, run->run_id, e.what());
+                       }
+                     }));
+}
+
+asio::awaitable<void> session::run_agent([[maybe_unused]] std::shared_ptr<session> self,
+                                         std::shared_ptr<run_state> run) {
+  run_handle handle(*this, run);
+  std::string failure;
+  try {
+    co_await state_->agent().run(handle);
+  } catch (const std::exception& e) {
+    if (!run->cancelled) failure = e.what()[0] ? e.what() : "agent failed";
+  } catch (...) {
+    if (!run->cancelled) failure = "agent failed with an unknown exception";
+  }
+  if (!failure.empty()) {
+    spdlog::warn("conn {}: run {} failed: {}", id_, run->run_id, failure);
+  }
+  if (co_await wait_for_room(run.get())) {
+    outbox_.push([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); });
+    state_->counters.runs_done.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("conn {}: run {} done", id_, run->run_id);
+  }
+  forget_run(run);
+}
+
+void session::forget_run(const std::shared_ptr<run_state>& run) {
+  // A cancelled run's id may already belong to a newer run: erase only our own.
+  auto it = runs_.find(run->run_id);
+  if (it != runs_.end() && it->second == run) runs_.erase(it);
+}
+
+void session::cancel_run(cancel_run_command command) {
+  auto it = runs_.find(command.run_id);
+  if (it == runs_.end()) {
+    send_error(run_not_active_error(std::move(command.run_id), std::move(command.request_id)));
+    return;
+  }
+  std::shared_ptr<run_state> run = std::move(it->second);
+  runs_.erase(it);
+  // Everything below happens before the next command is read: a start_run of
+  // the same id right after this one starts a fresh run.
+  run->cancelled = true;
+  run->cancel_signal.emit(asio::cancellation_type::terminal);
+  state_->counters.runs_cancelled_client.fetch_add(1, std::memory_order_relaxed);
+  outbox_.push([&](std::string& out) {
+    append_run_cancelled(out, now(), run->run_id, cancel_reason::client, command.request_id);
+  });
+  spdlog::debug("conn {}: run {} cancelled by client", id_, run->run_id);
+}
+
+void session::cancel_all_runs(std::optional<cancel_reason> announce) {
+  auto& counter = announce ? state_->counters.runs_cancelled_shutdown
+                           : state_->counters.runs_cancelled_disconnect;
+  for (auto& [run_id, run] : runs_) {
+    run->cancelled = true;
+    run->cancel_signal.emit(asio::cancellation_type::terminal);
+    counter.fetch_add(1, std::memory_order_relaxed);
+    if (announce) {
+      outbox_.push([&](std::string& out) {
+        append_run_cancelled(out, now(), run->run_id, *announce, std::nullopt);
+      });
+    }
+  }
+  runs_.clear();
+}
+
+void session::begin_shutdown() {
+  if (!upgraded_) {
+    close_socket();  // still in the HTTP phase: nothing to say goodbye to
+    return;
+  }
+  if (closing_) return;
+  closing_ = true;
+  cancel_all_runs(cancel_reason::shutdown);
+  close_reason_ = websocket::close_reason(websocket::close_code::going_away, "server shutdown");
+  outbox_.close();  // the writer drains what is queued, then sends the close
+}
+
+}  // namespace agentws::detail
