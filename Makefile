@@ -1,0 +1,42 @@
+# agentws: the commands a user needs. Each target installs what is missing
+# (scripts/install-deps.sh, Debian packages) and builds before it runs.
+BUILD      ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS       ?= $(shell nproc)
+HOST       ?= 127.0.0.1
+PORT       ?= 8000
+CMAKE_ARGS ?=
+
+.PHONY: all deps build ws-server ws-client demo test test-interop format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/build.ninja: | deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The server in the foreground; Ctrl-C stops it gracefully.
+ws-server: build
+	$(BUILD)/ws-server --host $(HOST) --port $(PORT) $(ARGS)
+
+# The original scenario against a running server (make ws-server in another terminal).
+ws-client: build
+	$(BUILD)/ws-client --url ws://localhost:$(PORT)/ws $(ARGS)
+
+# The whole scenario in one terminal: server, client, stop.
+demo: build
+	scripts/demo.sh $(BUILD)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,90 @@
+// Test fixtures for loopback tests: a server on 127.0.0.1:0 with its own
+// io_context and threads, and a scripted WebSocket peer whose every wait is
+// bounded (io_context::run_for), so a hang fails a test instead of CI.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agentws/server.hpp"
+
+namespace agentws::testing {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+// Small intervals and limits so tests are quick.
+server_config test_config();
+
+class server_fixture {
+ public:
+  explicit server_fixture(server_config config = test_config(), unsigned threads = 1);
+  ~server_fixture();  // stops the server; REQUIREs that it stopped in time
+
+  std::uint16_t port() const noexcept { return server_.port(); }
+  server& get() noexcept { return server_; }
+  // Stops gracefully and waits (bounded) for every I/O thread to return.
+  // Returns false if the server did not stop within `limit`.
+  bool stop_and_join(std::chrono::milliseconds limit = 5000ms);
+  // Polls `condition` on the server's stats until it holds or `limit` passes.
+  bool wait_for_stats(const std::function<bool(const server_stats&)>& condition,
+                      std::chrono::milliseconds limit = 5000ms);
+
+ private:
+  boost::asio::io_context io_;
+  server server_;
+  std::vector<std::thread> threads_;
+  bool stopped_ = false;
+};
+
+class test_peer {
+ public:
+  // Connects and completes the WebSocket handshake, or FAILs the test.
+  explicit test_peer(std::uint16_t port, std::string target = "/ws");
+  ~test_peer();
+
+  void send_text(std::string_view text);
+  void send_binary(std::string_view bytes);
+  void send_command(const json& command) { send_text(command.dump()); }
+
+  // The next event, or nullopt when the connection ended or `limit` passed.
+  std::optional<json> next_event(std::chrono::milliseconds limit = 5000ms);
+  // The next event, REQUIREd to exist and have this event_type.
+  json expect_event(std::string_view event_type, std::chrono::milliseconds limit = 5000ms);
+  // Reads events until one for `run_id` with a terminal type arrives and
+  // returns every event of that run seen on the way (others are kept).
+  std::vector<json> events_until_terminal(std::string_view run_id,
+                                          std::chrono::milliseconds limit = 10000ms);
+  // Starts `run_id` with params, waits for it to finish, REQUIREs run_done.
+  void run_to_completion(std::string_view run_id, int steps = 2, int interval_ms = 1);
+
+  // Reads until the server closes; returns the close code (0 if none).
+  unsigned wait_for_close(std::chrono::milliseconds limit = 5000ms);
+  void close();
+  // Drops the TCP connection without a close handshake.
+  void abort();
+
+  // Events read while looking for something else, in arrival order.
+  std::vector<json> stash;
+
+ private:
+  bool run_until(bool& done, std::chrono::milliseconds limit);
+  boost::asio::io_context io_;
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  boost::beast::flat_buffer buffer_;
+  bool closed_ = false;
+};
+
+// Sends a raw HTTP request and returns the status code (0 if no answer).
+unsigned http_status(std::uint16_t port, const std::string& request);
+
+}  // namespace agentws::testing
