@@ -33,6 +33,7 @@ demo: build
 	scripts/demo.sh $(BUILD)
 
 test: build
+	@scripts/install-deps.sh --interop
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 format:

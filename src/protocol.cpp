@@ -22,7 +22,7 @@ struct error_row {
 
 // The wire names, indexed by protocol_error_code. The exact core messages live in the
 // functions below, one place each.
-constexpr std::array<error_row, 11> error_table{{
+constexpr std::array<error_row, protocol_error_code_count> error_table{{
     {protocol_error_code::invalid_json, "invalid_json"},
     {protocol_error_code::invalid_command, "invalid_command"},
     {protocol_error_code::missing_run_id, "missing_run_id"},

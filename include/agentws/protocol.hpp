@@ -49,6 +49,8 @@ enum class protocol_error_code {
   unsupported_frame,   // a binary frame
 };
 
+inline constexpr std::size_t protocol_error_code_count = 11;
+
 // The code as sent on the wire, e.g. "run_not_active".
 std::string_view to_string(protocol_error_code code) noexcept;
 

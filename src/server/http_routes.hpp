@@ -4,9 +4,19 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <functional>
+#include <string>
 #include <string_view>
 
 namespace agentws::detail {
+
+// The browser console (web/console.html), embedded at build time.
+extern const std::string_view console_page;
+
+// Dynamic pages the router cannot compute itself.
+struct http_pages {
+  std::function<std::string()> metrics;  // Prometheus text format
+};
 
 using http_request = boost::beast::http::request<boost::beast::http::string_body>;
 using http_response = boost::beast::http::response<boost::beast::http::string_body>;
@@ -17,8 +27,10 @@ std::string_view target_path(std::string_view target) noexcept;
 // True for the WebSocket endpoint's path.
 bool is_websocket_path(std::string_view target) noexcept;
 
-// The answer to a request that is not a WebSocket upgrade: /health, 404, 405.
-http_response answer_http(const http_request& request, std::string_view server_name);
+// The answer to a request that is not a WebSocket upgrade: / (the console),
+// /health, /metrics, 404, 405, 426.
+http_response answer_http(const http_request& request, std::string_view server_name,
+                          const http_pages& pages);
 
 // A short error answer (status line, text body, Connection: close).
 http_response make_status_response(boost::beast::http::status status, unsigned version,

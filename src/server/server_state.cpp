@@ -27,6 +27,47 @@ server_stats server_counters::snapshot() const {
   return s;
 }
 
+std::string server_counters::render_metrics() const {
+  const server_stats s = snapshot();
+  std::string out;
+  auto metric = [&](std::string_view name, std::string_view type, std::string_view help,
+                    std::uint64_t value, std::string_view labels = {}) {
+    if (!help.empty()) {
+      out.append("# HELP agentws_").append(name).append(" ").append(help).append("\n");
+      out.append("# TYPE agentws_").append(name).append(" ").append(type).append("\n");
+    }
+    out.append("agentws_").append(name);
+    if (!labels.empty()) out.append("{").append(labels).append("}");
+    out.append(" ").append(std::to_string(value)).append("\n");
+  };
+  metric("connections_open", "gauge", "Open WebSocket connections.", s.connections_open);
+  metric("connections_total", "counter", "WebSocket connections accepted.", s.connections_total);
+  metric("connections_refused_total", "counter", "Upgrades refused with 503 (limit).",
+         s.connections_refused);
+  metric("runs_active", "gauge", "Runs currently executing.", s.runs_active);
+  metric("runs_started_total", "counter", "Runs started.", s.runs_started);
+  metric("runs_done_total", "counter", "Runs that finished on their own.", s.runs_done);
+  metric("runs_cancelled_total", "counter", "Runs cancelled, by cause.", s.runs_cancelled_client,
+         R"(reason="client")");
+  metric("runs_cancelled_total", "", "", s.runs_cancelled_shutdown, R"(reason="shutdown")");
+  metric("runs_cancelled_total", "", "", s.runs_cancelled_disconnect, R"(reason="disconnect")");
+  metric("frames_sent_total", "counter", "Event frames written to sockets.", s.frames_sent);
+  metric("bytes_sent_total", "counter", "Event payload bytes written to sockets.", s.bytes_sent);
+  bool first = true;
+  for (std::size_t i = 0; i < errors_by_code.size(); ++i) {
+    const auto code = static_cast<protocol_error_code>(i);
+    const std::string label = "code=\"" + std::string(to_string(code)) + "\"";
+    metric("errors_total", first ? "counter" : "", first ? "Error events sent, by code." : "",
+           errors_by_code[i].load(std::memory_order_relaxed), label);
+    first = false;
+  }
+  metric("outbox_waits_total", "counter", "Times a run or the reader waited for a full outbox.",
+         outbox_waits.load(std::memory_order_relaxed));
+  metric("slow_consumer_closes_total", "counter", "Connections closed for not reading.",
+         s.slow_consumer_closes);
+  return out;
+}
+
 server_state::server_state(server_config cfg)
     : config(std::move(cfg)), agent_(config.agent_logic ? config.agent_logic : make_demo_agent()) {}
 

@@ -2,11 +2,13 @@
 // connections that a graceful stop must reach. Nothing else crosses sessions.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "agentws/server.hpp"
@@ -28,8 +30,12 @@ struct server_counters {
   std::atomic<std::uint64_t> bytes_sent{0};
   std::atomic<std::uint64_t> errors_sent{0};
   std::atomic<std::uint64_t> slow_consumer_closes{0};
+  std::atomic<std::uint64_t> outbox_waits{0};  // a producer found the outbox full
+  std::array<std::atomic<std::uint64_t>, protocol_error_code_count> errors_by_code{};
 
   server_stats snapshot() const;
+  // The counters in the Prometheus text exposition format.
+  std::string render_metrics() const;
 };
 
 class server_state {

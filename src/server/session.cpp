@@ -201,7 +201,8 @@ asio::awaitable<bool> session::serve_http() {
       co_return true;
     }
 
-    http_response response = answer_http(request, server_name);
+    http_response response =
+        answer_http(request, server_name, {[this] { return state_->counters.render_metrics(); }});
     const bool keep_alive = response.keep_alive();
     auto [write_error, written] = co_await http::async_write(stream, response, nothrow);
     if (write_error || !keep_alive) {
@@ -233,6 +234,7 @@ asio::awaitable<bool> session::wait_for_room(const run_state* run) {
   for (;;) {
     if (outbox_.closed() || (run && run->cancelled)) co_return false;
     if (outbox_.has_room()) co_return true;
+    state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
     co_await outbox_.wait_for_change();
   }
 }
@@ -259,7 +261,10 @@ asio::awaitable<void> session::read_commands() {
     read_buffer_.consume(read_buffer_.size());
     // Backpressure on commands too: a peer that sends but does not read stops
     // being read once its outbox is full (until close, which still gets read).
-    while (!outbox_.has_room() && !outbox_.closed()) co_await outbox_.wait_for_change();
+    while (!outbox_.has_room() && !outbox_.closed()) {
+      state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
+      co_await outbox_.wait_for_change();
+    }
   }
 }
 
@@ -335,6 +340,8 @@ void session::handle_text(std::string_view text) {
 
 void session::send_error(const protocol_error& error) {
   state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
+  state_->counters.errors_by_code[static_cast<std::size_t>(error.code)].fetch_add(
+      1, std::memory_order_relaxed);
   outbox_.push([&](std::string& out) { append_error(out, now(), error); });
 }
 
