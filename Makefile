@@ -7,7 +7,7 @@ HOST       ?= 127.0.0.1
 PORT       ?= 8000
 CMAKE_ARGS ?=
 
-.PHONY: all deps build ws-server ws-client demo test test-interop format clean
+.PHONY: all deps build ws-server ws-client demo test test-asan test-tsan format clean
 
 all: build
 
@@ -35,6 +35,21 @@ demo: build
 test: build
 	@scripts/install-deps.sh --interop
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# The whole suite under AddressSanitizer + UBSan, and under ThreadSanitizer
+# (the loopback tests run the server on several I/O threads).
+test-asan: deps
+	@scripts/install-deps.sh --interop
+	cmake --preset asan $(CMAKE_ARGS)
+	cmake --build --preset asan -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --preset asan -j $(JOBS) $(CTEST_ARGS)
+
+test-tsan: deps
+	@scripts/install-deps.sh --interop
+	cmake --preset tsan $(CMAKE_ARGS)
+	cmake --build --preset tsan -j $(JOBS)
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --preset tsan -j $(JOBS) $(CTEST_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')

@@ -1,5 +1,6 @@
 #include "server/session.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -7,7 +8,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
-#include <spdlog/spdlog.h>
 
 #include "server/http_routes.hpp"
 
@@ -59,9 +59,8 @@ class session::run_handle final : public run_context {
     }
     if (!co_await session_.wait_for_room(run_.get())) co_return false;
     const std::uint64_t step = run_->next_step++;
-    session_.outbox_.push([&](std::string& out) {
-      append_run_event(out, session_.now(), run_->run_id, step, text);
-    });
+    session_.outbox_.push(
+        [&](std::string& out) { append_run_event(out, session_.now(), run_->run_id, step, text); });
     co_return true;
   }
 
@@ -85,7 +84,9 @@ session::session(asio::ip::tcp::socket socket, std::shared_ptr<server_state> sta
     : state_(std::move(state)),
       ws_(std::move(socket)),
       outbox_(ws_.get_executor(), state_->config.outbox_bytes),
-      send_watchdog_(ws_.get_executor()) {}
+      send_watchdog_(ws_.get_executor()) {
+  ws_.next_layer().set_capacity(state_->config.outbox_bytes);
+}
 
 session::~session() {
   if (upgraded_) state_->close_websocket();
@@ -155,13 +156,15 @@ asio::awaitable<void> session::serve(std::shared_ptr<session> self) {
 asio::awaitable<bool> session::serve_http() {
   const server_config& config = state_->config;
   const std::string server_name = server_header(config);
-  beast::tcp_stream& stream = ws_.next_layer();
+  // HTTP goes straight to the TCP stream: the coalescing layer is for frames.
+  beast::tcp_stream& stream = beast::get_lowest_layer(ws_);
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
     parser.body_limit(16 * 1024);
     stream.expires_after(config.handshake_timeout);
-    auto [read_error, read_bytes] = co_await http::async_read(stream, read_buffer_, parser, nothrow);
+    auto [read_error, read_bytes] =
+        co_await http::async_read(stream, read_buffer_, parser, nothrow);
     if (read_error) {
       if (read_error == http::error::header_limit || read_error == http::error::body_limit) {
         auto response = make_status_response(http::status::request_header_fields_too_large, 11,
@@ -169,8 +172,8 @@ asio::awaitable<bool> session::serve_http() {
         co_await http::async_write(stream, response, nothrow);
       } else if (!is_expected_end(read_error)) {
         spdlog::debug("conn {}: bad HTTP request: {}", id_, read_error.message());
-        auto response = make_status_response(http::status::bad_request, 11, server_name,
-                                             "Bad Request");
+        auto response =
+            make_status_response(http::status::bad_request, 11, server_name, "Bad Request");
         co_await http::async_write(stream, response, nothrow);
       }
       close_socket();
@@ -180,9 +183,9 @@ asio::awaitable<bool> session::serve_http() {
     http_request& request = parser.get();
     if (websocket::is_upgrade(request) && is_websocket_path(request.target())) {
       if (state_->stopping() || !state_->try_open_websocket()) {
-        auto response = make_status_response(http::status::service_unavailable,
-                                              request.version(), server_name,
-                                              "Service Unavailable: connection limit reached");
+        auto response =
+            make_status_response(http::status::service_unavailable, request.version(), server_name,
+                                 "Service Unavailable: connection limit reached");
         response.set(http::field::retry_after, "1");
         co_await http::async_write(stream, response, nothrow);
         close_socket();
@@ -278,7 +281,8 @@ asio::awaitable<void> session::write_frames([[maybe_unused]] std::shared_ptr<ses
     arm_send_watchdog();
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const std::string_view frame = batch.frame(i);
-      auto [ec, written] = co_await ws_.async_write(asio::buffer(frame.data(), frame.size()), nothrow);
+      auto [ec, written] =
+          co_await ws_.async_write(asio::buffer(frame.data(), frame.size()), nothrow);
       ++writes_completed_;
       if (ec) {
         write_in_flight_ = false;
@@ -366,8 +370,7 @@ void session::start_run(start_run_command command) {
 
   asio::co_spawn(ws_.get_executor(), run_agent(shared_from_this(), run),
                  asio::bind_cancellation_slot(
-                     run->cancel_signal.slot(),
-                     [run, id = id_](std::exception_ptr failure) {
+                     run->cancel_signal.slot(), [run, id = id_](std::exception_ptr failure) {
                        // `run` is captured so its signal outlives the coroutine.
                        if (!failure) return;
                        try {

@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "agentws/events.hpp"
+#include "common/coalescing_stream.hpp"
 #include "common/outbox.hpp"
 #include "server/server_state.hpp"
 
@@ -49,7 +50,9 @@ class session : public std::enable_shared_from_this<session> {
 
  private:
   class run_handle;
-  using websocket_stream = boost::beast::websocket::stream<boost::beast::tcp_stream>;
+  // Frames pass through a coalescing layer: many events, one syscall.
+  using websocket_stream =
+      boost::beast::websocket::stream<coalescing_stream<boost::beast::tcp_stream>>;
 
   boost::asio::awaitable<void> serve(std::shared_ptr<session> self);
   boost::asio::awaitable<bool> serve_http();

@@ -1,0 +1,180 @@
+// A stream layer under the WebSocket that coalesces writes.
+//
+// Beast writes each WebSocket frame (ours, and its own pongs and close frames)
+// with async_write_some on its next layer, one at a time. This layer copies
+// the bytes into a buffer and completes the write at once, while a single
+// flush writes the buffer to the socket. Frames queued while a flush is in
+// flight go out together in the next one: one syscall for many events when
+// the socket is the bottleneck, and no added latency when it is not (the
+// first write starts a flush immediately). Order is preserved because there
+// is one buffer and one flush at a time. Backpressure: past `capacity` bytes a
+// write completes only when the flush in flight finishes.
+//
+// Not thread-safe: used on the connection's strand, like the stream itself.
+#pragma once
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/websocket/teardown.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace agentws::detail {
+
+template <class NextLayer>
+class coalescing_stream {
+  using write_handler =
+      boost::asio::any_completion_handler<void(boost::system::error_code, std::size_t)>;
+  using teardown_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+
+  // Outlives the stream while a flush is in flight: the flush's completion
+  // may run after the owner is gone and must then touch nothing but this.
+  struct flush_state {
+    NextLayer* next = nullptr;  // null once the stream is destroyed
+    std::string pending;
+    std::string in_flight;
+    bool flushing = false;
+    boost::system::error_code error;
+    std::size_t capacity = 64 * 1024;
+    std::optional<write_handler> blocked_write;  // completes when room is made
+    std::size_t blocked_bytes = 0;
+    std::optional<teardown_handler> teardown_waiter;  // runs once drained
+  };
+
+ public:
+  using next_layer_type = NextLayer;
+  using executor_type = typename NextLayer::executor_type;
+
+  template <class... Args>
+  explicit coalescing_stream(Args&&... args)
+      : next_(std::forward<Args>(args)...), state_(std::make_shared<flush_state>()) {
+    state_->next = &next_;
+  }
+  ~coalescing_stream() { state_->next = nullptr; }
+  coalescing_stream(const coalescing_stream&) = delete;
+  coalescing_stream& operator=(const coalescing_stream&) = delete;
+
+  executor_type get_executor() noexcept { return next_.get_executor(); }
+  NextLayer& next_layer() noexcept { return next_; }
+  const NextLayer& next_layer() const noexcept { return next_; }
+
+  // Bytes buffered before writers wait for the socket.
+  void set_capacity(std::size_t bytes) noexcept { state_->capacity = bytes; }
+  std::size_t buffered_bytes() const noexcept {
+    return state_->pending.size() + state_->in_flight.size();
+  }
+
+  template <class MutableBuffers, class ReadToken>
+  auto async_read_some(const MutableBuffers& buffers, ReadToken&& token) {
+    return next_.async_read_some(buffers, std::forward<ReadToken>(token));
+  }
+
+  template <class ConstBuffers, class WriteToken>
+  auto async_write_some(const ConstBuffers& buffers, WriteToken&& token) {
+    return boost::asio::async_initiate<WriteToken, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, const ConstBuffers& data) { start_write(std::move(handler), data); },
+        token, buffers);
+  }
+
+  // Runs `handler` once everything buffered reached the socket (or failed).
+  template <class Handler>
+  void async_wait_drained(Handler&& handler) {
+    if (!state_->flushing) {
+      post_completion(std::forward<Handler>(handler), state_->error);
+      return;
+    }
+    state_->teardown_waiter.emplace(std::forward<Handler>(handler));
+  }
+
+ private:
+  template <class Handler, class... Args>
+  void post_completion(Handler&& handler, Args... args) {
+    auto executor = boost::asio::get_associated_executor(handler, next_.get_executor());
+    boost::asio::post(executor,
+                      boost::beast::bind_front_handler(std::forward<Handler>(handler), args...));
+  }
+
+  template <class Handler, class ConstBuffers>
+  void start_write(Handler handler, const ConstBuffers& buffers) {
+    flush_state& s = *state_;
+    if (s.error) {
+      post_completion(std::move(handler), s.error, std::size_t{0});
+      return;
+    }
+    const std::size_t size = boost::asio::buffer_size(buffers);
+    const std::size_t at = s.pending.size();
+    s.pending.resize(at + size);
+    boost::asio::buffer_copy(boost::asio::buffer(s.pending.data() + at, size), buffers);
+    start_flush(state_);
+    if (s.pending.size() <= s.capacity) {
+      post_completion(std::move(handler), boost::system::error_code{}, size);
+    } else {
+      s.blocked_write.emplace(std::move(handler));
+      s.blocked_bytes = size;
+    }
+  }
+
+  static void start_flush(const std::shared_ptr<flush_state>& state) {
+    flush_state& s = *state;
+    if (s.flushing || s.pending.empty() || !s.next || s.error) return;
+    s.flushing = true;
+    std::swap(s.pending, s.in_flight);
+    boost::asio::async_write(
+        *s.next, boost::asio::buffer(s.in_flight),
+        [state](boost::system::error_code ec, std::size_t) { on_flushed(state, ec); });
+  }
+
+  static void on_flushed(const std::shared_ptr<flush_state>& state, boost::system::error_code ec) {
+    flush_state& s = *state;
+    s.flushing = false;
+    s.in_flight.clear();
+    if (ec) {
+      s.error = ec;
+      s.pending.clear();
+    }
+    if (s.blocked_write) {
+      write_handler handler = std::move(*s.blocked_write);
+      s.blocked_write.reset();
+      std::move(handler)(s.error, s.error ? 0 : s.blocked_bytes);
+    }
+    start_flush(state);
+    if (!s.flushing && s.teardown_waiter) {
+      teardown_handler handler = std::move(*s.teardown_waiter);
+      s.teardown_waiter.reset();
+      std::move(handler)(s.error);
+    }
+  }
+
+  NextLayer next_;
+  std::shared_ptr<flush_state> state_;
+};
+
+// WebSocket teardown: let buffered frames (the close frame above all) reach
+// the socket, then tear down the layer below as usual.
+template <class NextLayer>
+void teardown(boost::beast::role_type role, coalescing_stream<NextLayer>& stream,
+              boost::system::error_code& ec) {
+  using boost::beast::websocket::teardown;
+  teardown(role, stream.next_layer(), ec);
+}
+
+template <class NextLayer, class TeardownHandler>
+void async_teardown(boost::beast::role_type role, coalescing_stream<NextLayer>& stream,
+                    TeardownHandler&& handler) {
+  stream.async_wait_drained([role, &stream, handler = std::forward<TeardownHandler>(handler)](
+                                boost::system::error_code) mutable {
+    using boost::beast::websocket::async_teardown;
+    async_teardown(role, stream.next_layer(), std::move(handler));
+  });
+}
+
+}  // namespace agentws::detail
