@@ -21,7 +21,9 @@ json start(std::string_view run_id, int steps, int interval_ms) {
           {"params", {{"steps", steps}, {"interval_ms", interval_ms}}}};
 }
 
-json cancel(std::string_view run_id) { return {{"command", "cancel_run"}, {"run_id", run_id}}; }
+json cancel(std::string_view run_id) {
+  return {{"command", "cancel_run"}, {"run_id", run_id}};
+}
 
 // Steps of the run_events in `events`, in order.
 std::vector<std::uint64_t> steps_of(const std::vector<json>& events) {
@@ -34,7 +36,8 @@ std::vector<std::uint64_t> steps_of(const std::vector<json>& events) {
 
 std::vector<std::uint64_t> iota_steps(std::uint64_t n) {
   std::vector<std::uint64_t> steps(n);
-  for (std::uint64_t i = 0; i < n; ++i) steps[i] = i;
+  for (std::uint64_t i = 0; i < n; ++i)
+    steps[i] = i;
   return steps;
 }
 
@@ -87,13 +90,15 @@ TEST_CASE("the original scenario: two runs and one cancelled while it waits", "[
   CHECK(steps_of(first) == iota_steps(5));
   for (const auto& e : first) {
     if (e["event_type"] == "run_event") {
-      CHECK(e["payload"]["text"] == "agent step " + std::to_string(e["payload"]["step"].get<int>()));
+      CHECK(e["payload"]["text"] ==
+            "agent step " + std::to_string(e["payload"]["step"].get<int>()));
     }
   }
   CHECK(first.back()["event_type"] == "run_done");
   // Nothing more for either run after its terminal event.
   peer.run_to_completion("probe");
-  for (const auto& e : peer.stash) CHECK(e["payload"].value("run_id", "") != "run-002");
+  for (const auto& e : peer.stash)
+    CHECK(e["payload"].value("run_id", "") != "run-002");
 }
 
 TEST_CASE("parallel runs interleave on one connection", "[loopback]") {
@@ -131,7 +136,8 @@ TEST_CASE("cancel then start of the same id in one burst starts a fresh run", "[
   std::vector<json> old_run = peer.events_until_terminal("x");
   CHECK(old_run.back()["event_type"] == "run_cancelled");
   const std::vector<std::uint64_t> old_steps = steps_of(old_run);
-  for (std::size_t i = 1; i < old_steps.size(); ++i) CHECK(old_steps[i] == old_steps[i - 1] + 1);
+  for (std::size_t i = 1; i < old_steps.size(); ++i)
+    CHECK(old_steps[i] == old_steps[i - 1] + 1);
 
   std::vector<json> new_run = peer.events_until_terminal("x");
   CHECK(new_run.front()["event_type"] == "run_started");
@@ -196,7 +202,8 @@ TEST_CASE("refused commands answer with errors and keep the connection usable", 
   SECTION("unknown command echoes what was received") {
     peer.send_text(R"({"command":"dance","run_id":"r","n":[1,{"a":null}]})");
     json error = peer.expect_event("error");
-    CHECK(error["payload"]["received"] == json::parse(R"({"command":"dance","run_id":"r","n":[1,{"a":null}]})"));
+    CHECK(error["payload"]["received"] ==
+          json::parse(R"({"command":"dance","run_id":"r","n":[1,{"a":null}]})"));
   }
   SECTION("a binary frame") {
     peer.send_binary(R"({"command":"start_run","run_id":"b"})");
@@ -225,7 +232,8 @@ TEST_CASE("request_id is echoed in the answer to its command", "[loopback]") {
   server_fixture server;
   test_peer peer(server.port());
   peer.expect_event("connected");
-  peer.send_text(R"({"command":"start_run","run_id":"r","request_id":"s-1","params":{"steps":1,"interval_ms":60000}})");
+  peer.send_text(
+      R"({"command":"start_run","run_id":"r","request_id":"s-1","params":{"steps":1,"interval_ms":60000}})");
   json started = peer.expect_event("run_started");
   CHECK(started["payload"]["request_id"] == "s-1");
   peer.expect_event("run_event");
@@ -270,7 +278,8 @@ TEST_CASE("a disconnect cancels and frees every run of the connection", "[loopba
   {
     test_peer peer(server.port());
     peer.expect_event("connected");
-    for (int i = 0; i < 10; ++i) peer.send_command(start("r" + std::to_string(i), 5, 60'000));
+    for (int i = 0; i < 10; ++i)
+      peer.send_command(start("r" + std::to_string(i), 5, 60'000));
     REQUIRE(server.wait_for_stats([](const server_stats& s) { return s.runs_active == 10; }));
     peer.abort();
   }
@@ -298,7 +307,7 @@ TEST_CASE("graceful shutdown cancels runs with reason shutdown and closes with 1
   }
   CHECK(peer.wait_for_close() == 1001);
   CHECK(server.stop_and_join(3000ms));
-  CHECK(http_status(server.port(), "GET /health HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+  CHECK(http_status(server.port(), "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == 0);
 }
 
 TEST_CASE("stop with no connections returns at once", "[loopback]") {
@@ -313,16 +322,17 @@ TEST_CASE("HTTP answers health and 404 and 503 past the connection limit", "[loo
   server_config config = test_config();
   config.max_connections = 1;
   server_fixture server(config);
-  CHECK(http_status(server.port(), "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") ==
-        200);
-  CHECK(http_status(server.port(), "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n") == 404);
-  CHECK(http_status(server.port(), "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n") ==
+  CHECK(http_status(server.port(),
+                    "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n") == 200);
+  CHECK(http_status(server.port(), "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == 404);
+  CHECK(http_status(server.port(),
+                    "POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n") ==
         405);
   CHECK(http_status(server.port(), "garbage\r\n\r\n") == 400);
   test_peer first(server.port());
   first.expect_event("connected");
   const std::string upgrade =
-      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
   CHECK(http_status(server.port(), upgrade) == 503);
   CHECK(server.get().stats().connections_refused == 1);
@@ -412,4 +422,50 @@ TEST_CASE("a custom agent plugs in and its failures end the run with ok false", 
   peer.send_command(cancel("friend"));
   peer.expect_event("run_cancelled", 2000ms);
   CHECK(server.wait_for_stats([](const server_stats& s) { return s.runs_active == 0; }));
+}
+
+TEST_CASE("access control answers before the upgrade", "[loopback]") {
+  server_config config = test_config();
+  config.token = "s3cret";
+  server_fixture server(config);
+  const std::string upgrade_headers =
+      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+  auto upgrade = [&](const std::string& target, const std::string& extra) {
+    return http_status(server.port(), "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                                          upgrade_headers + extra + "\r\n");
+  };
+  CHECK(upgrade("/ws", "") == 401);
+  CHECK(upgrade("/ws", "Authorization: Bearer wrong\r\n") == 401);
+  CHECK(upgrade("/ws", "Authorization: Bearer s3cret\r\n") == 101);
+  CHECK(upgrade("/ws?token=s3cret", "") == 101);
+  CHECK(upgrade("/ws?token=s3cret", "Origin: https://evil.example\r\n") == 403);
+  CHECK(upgrade("/ws?token=s3cret", "Origin: http://127.0.0.1\r\n") == 101);
+  CHECK(http_status(server.port(), "GET /ws HTTP/1.1\r\nHost: rebind.example\r\n" +
+                                       upgrade_headers + "Authorization: Bearer s3cret\r\n\r\n") ==
+        403);
+  CHECK(http_status(server.port(),
+                    "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n") == 200);
+  CHECK(http_status(server.port(),
+                    "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n") ==
+        401);
+}
+
+TEST_CASE("metrics count what happened", "[loopback]") {
+  server_fixture server;
+  {
+    test_peer peer(server.port());
+    peer.expect_event("connected");
+    peer.run_to_completion("m", 3, 1);
+    peer.send_text("nope");
+    peer.expect_event("error");
+    peer.close();
+  }
+  REQUIRE(server.wait_for_stats([](const server_stats& s) { return s.connections_open == 0; }));
+  const std::string text = http_body(server.port(), "/metrics");
+  CHECK_THAT(text, Catch::Contains("agentws_runs_started_total 1\n"));
+  CHECK_THAT(text, Catch::Contains("agentws_runs_done_total 1\n"));
+  CHECK_THAT(text, Catch::Contains("agentws_errors_total{code=\"invalid_json\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("agentws_connections_total 1\n"));
+  CHECK_THAT(text, Catch::Contains("# TYPE agentws_frames_sent_total counter\n"));
 }

@@ -49,7 +49,8 @@ bool server_fixture::stop_and_join(std::chrono::milliseconds limit) {
   }
   const bool in_time = io_.stopped();
   if (!in_time) io_.stop();  // do not hang the suite; the caller fails the test
-  for (auto& thread : threads_) thread.join();
+  for (auto& thread : threads_)
+    thread.join();
   threads_.clear();
   return in_time;
 }
@@ -84,7 +85,9 @@ test_peer::test_peer(std::uint16_t port, std::string target) : ws_(io_) {
   ws_.text(true);
 }
 
-test_peer::~test_peer() { abort(); }
+test_peer::~test_peer() {
+  abort();
+}
 
 bool test_peer::run_until(bool& done, std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -160,8 +163,8 @@ std::vector<json> test_peer::events_until_terminal(std::string_view run_id,
   std::vector<json> events;
   const auto deadline = std::chrono::steady_clock::now() + limit;
   for (;;) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     INFO("waiting for the end of " << run_id);
     REQUIRE(left.count() > 0);
     std::optional<json> event = next_event(left);
@@ -210,14 +213,14 @@ void test_peer::abort() {
   closed_ = true;
 }
 
-unsigned http_status(std::uint16_t port, const std::string& request) {
+std::string http_exchange(std::uint16_t port, const std::string& request) {
   asio::io_context io;
   tcp::socket socket(io);
   error_code ec;
   socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
-  if (ec) return 0;
+  if (ec) return {};
   asio::write(socket, asio::buffer(request), ec);
-  if (ec) return 0;
+  if (ec) return {};
   // The server answers and closes (Connection: close in every request here).
   timeval timeout{5, 0};
   setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
@@ -226,10 +229,27 @@ unsigned http_status(std::uint16_t port, const std::string& request) {
   for (;;) {
     const std::size_t n = socket.read_some(asio::buffer(chunk), ec);
     response.append(chunk, n);
-    if (ec) break;
+    // A 101 answer keeps the connection: the headers are all we need.
+    if (ec ||
+        (response.starts_with("HTTP/1.1 101") && response.find("\r\n\r\n") != std::string::npos)) {
+      break;
+    }
   }
+  return response;
+}
+
+unsigned http_status(std::uint16_t port, const std::string& request) {
+  const std::string response = http_exchange(port, request);
   if (!response.starts_with("HTTP/1.1 ") || response.size() < 12) return 0;
   return static_cast<unsigned>(std::stoul(response.substr(9, 3)));
+}
+
+std::string http_body(std::uint16_t port, const std::string& path) {
+  const std::string response = http_exchange(
+      port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  if (!response.starts_with("HTTP/1.1 200")) return {};
+  const std::size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? std::string() : response.substr(body + 4);
 }
 
 }  // namespace agentws::testing

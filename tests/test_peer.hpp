@@ -84,7 +84,11 @@ class test_peer {
   bool closed_ = false;
 };
 
-// Sends a raw HTTP request and returns the status code (0 if no answer).
+// Sends a raw HTTP request and returns the whole response ("" if none).
+std::string http_exchange(std::uint16_t port, const std::string& request);
+// ... and returns only the status code (0 if no answer).
 unsigned http_status(std::uint16_t port, const std::string& request);
+// GETs `path` and returns the body of a 200 answer ("" otherwise).
+std::string http_body(std::uint16_t port, const std::string& path);
 
 }  // namespace agentws::testing

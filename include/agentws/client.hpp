@@ -36,8 +36,10 @@ class client_connection {
   client_connection& operator=(const client_connection&) = delete;
 
   // Resolves, connects and performs the WebSocket handshake within `timeout`.
+  // A non-empty `token` is sent as "Authorization: Bearer <token>".
   boost::asio::awaitable<boost::system::error_code> connect(const ws_url& url,
-                                                            std::chrono::milliseconds timeout);
+                                                            std::chrono::milliseconds timeout,
+                                                            std::string token = {});
 
   // Queues one text frame. Never waits; frames go out in call order.
   void send(std::string text);

@@ -108,7 +108,7 @@ struct received_event {
   event_kind kind = event_kind::unknown;
   std::string event_type;
   std::string ts;
-  std::string run_id;                // payload.run_id, empty if absent
+  std::string run_id;                 // payload.run_id, empty if absent
   std::optional<std::uint64_t> step;  // run_event
   std::string text;                   // run_event
   std::string message;                // error / connected

@@ -26,6 +26,7 @@ struct planned_cancel {
 
 struct scenario {
   std::string url = "ws://localhost:8000/ws";
+  std::string token;  // sent as "Authorization: Bearer <token>" when set
   std::vector<std::string> runs{"run-001", "run-002"};
   std::vector<planned_cancel> cancels{{"run-002", std::chrono::milliseconds(2500)}};
   run_params_override params;  // sent only when set: the original server has no params
@@ -79,11 +80,11 @@ std::string format_event_line(const received_event& event, bool color);
 std::string format_summary(const run_tracker& tracker, bool color);
 
 enum class scenario_exit : int {
-  ok = 0,              // every run ended as expected
-  unexpected = 1,      // a run ended otherwise, or the server broke the contract
-  usage = 2,           // bad command line
-  connection = 3,      // could not connect, or the connection was lost
-  timeout = 4,         // the runs did not finish in time
+  ok = 0,          // every run ended as expected
+  unexpected = 1,  // a run ended otherwise, or the server broke the contract
+  usage = 2,       // bad command line
+  connection = 3,  // could not connect, or the connection was lost
+  timeout = 4,     // the runs did not finish in time
 };
 
 struct scenario_output {

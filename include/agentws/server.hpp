@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "agentws/agent.hpp"
 #include "agentws/events.hpp"
@@ -20,7 +21,7 @@ struct server_config {
   std::uint16_t port = 8000;  // 0 picks a free port; see server::port()
 
   protocol_limits limits;
-  run_params default_params;   // for start_run without params
+  run_params default_params;           // for start_run without params
   std::shared_ptr<agent> agent_logic;  // null: the demo agent
 
   std::size_t max_connections = 10'000;  // WebSocket sessions; past it: 503
@@ -35,8 +36,18 @@ struct server_config {
   // On stop(), connections still open after this are closed hard.
   std::chrono::milliseconds shutdown_grace{1'000};
 
+  // Browser origins allowed besides the server's own ("*": any). Requests
+  // without an Origin header (command-line clients) are always allowed.
+  std::vector<std::string> allowed_origins;
+  // When not empty, /ws and /metrics require "Authorization: Bearer <token>"
+  // or "?token=<token>"; 401 otherwise. Compared in constant time.
+  std::string token;
+
   server_identity identity{"agentws", "0.1.0"};
 };
+
+// True for addresses that only this machine can reach (127.0.0.0/8, ::1).
+bool is_loopback_address(const std::string& host);
 
 // Counters, readable from any thread while the server runs.
 struct server_stats {

@@ -1,12 +1,13 @@
 // ws-client: command-line options and output only; the scenario is the library's.
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/program_options.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/program_options.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "agentws/scenario.hpp"
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
      "cancel RUN_ID@SECONDS after the start (repeatable; default run-002@2.5 when no --run)")
     ("steps", po::value(&steps), "params.steps for every run (default: the server's)")
     ("interval-ms", po::value(&interval_ms), "params.interval_ms for every run (default: the server's)")
+    ("token", po::value(&plan.token), "bearer token for the server (default: $AGENTWS_TOKEN)")
     ("json", "print each event as its raw JSON line (the summary goes to stderr)")
     ("color", po::value(&color_mode)->default_value(color_mode), "auto, always or never")
     ("timeout", po::value(&timeout_seconds)->default_value(timeout_seconds),
@@ -69,6 +71,9 @@ int main(int argc, char** argv) {
       }
       plan.cancels.push_back(*cancel);
     }
+  }
+  if (!args.count("token")) {
+    if (const char* env = std::getenv("AGENTWS_TOKEN")) plan.token = env;
   }
   if (args.count("steps")) plan.params.steps = steps;
   if (args.count("interval-ms")) plan.params.interval_ms = interval_ms;

@@ -1,14 +1,15 @@
 // ws-server: command-line options and wiring only; the server is the library's.
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/program_options.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/program_options.hpp>
 
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <thread>
 #include <vector>
@@ -24,8 +25,10 @@ int main(int argc, char** argv) {
   std::uint64_t handshake_ms = static_cast<std::uint64_t>(config.handshake_timeout.count());
   std::uint64_t idle_ms = static_cast<std::uint64_t>(config.idle_timeout.count());
   std::uint64_t send_ms = static_cast<std::uint64_t>(config.send_timeout.count());
+  std::string token_file;
 
-  po::options_description options("ws-server: agent runs over WebSocket (ws://HOST:PORT/ws)\n\nOptions");
+  po::options_description options(
+      "ws-server: agent runs over WebSocket (ws://HOST:PORT/ws)\n\nOptions");
   // clang-format off
   options.add_options()
     ("help,h", "show this help and exit")
@@ -57,6 +60,11 @@ int main(int argc, char** argv) {
      "a silent client is pinged after half of this and dropped after all of it")
     ("send-timeout-ms", po::value(&send_ms)->default_value(send_ms),
      "a client that takes no data for this long is dropped")
+    ("allow-origin", po::value(&config.allowed_origins)->composing(),
+     "a browser origin (scheme://host[:port]) allowed besides the server's own; '*' for any (repeatable)")
+    ("token-file", po::value(&token_file),
+     "require this bearer token (first line of the file) for /ws and /metrics; AGENTWS_TOKEN also sets it")
+    ("allow-unauthenticated", "listen on a non-loopback address without a token")
     ("log-level", po::value(&log_level)->default_value(log_level),
      "trace, debug, info, warn, error, critical or off");
   // clang-format on
@@ -70,8 +78,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (args.count("help")) {
-    std::cout << options << "\nSIGINT/SIGTERM stop gracefully (runs get run_cancelled, reason "
-                            "\"shutdown\"); a second signal exits at once.\n";
+    std::cout << options
+              << "\nSIGINT/SIGTERM stop gracefully (runs get run_cancelled, reason "
+                 "\"shutdown\"); a second signal exits at once.\n";
     return 0;
   }
   if (args.count("version")) {
@@ -86,6 +95,22 @@ int main(int argc, char** argv) {
   }
   if (threads == 0) {
     std::cerr << "ws-server: --threads must be at least 1\n";
+    return 2;
+  }
+  if (!token_file.empty()) {
+    std::ifstream file(token_file);
+    if (!file || !std::getline(file, config.token) || config.token.empty()) {
+      std::cerr << "ws-server: cannot read a token from --token-file\n";
+      return 2;
+    }
+  } else if (const char* env = std::getenv("AGENTWS_TOKEN"); env && *env) {
+    config.token = env;
+  }
+  if (!agentws::is_loopback_address(config.host) && config.token.empty() &&
+      !args.count("allow-unauthenticated")) {
+    std::cerr << "ws-server: --host " << config.host
+              << " is reachable from other machines: set a token (--token-file or AGENTWS_TOKEN)"
+                 " or pass --allow-unauthenticated\n";
     return 2;
   }
   config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
@@ -120,9 +145,11 @@ int main(int argc, char** argv) {
   });
 
   std::vector<std::thread> workers;
-  for (unsigned i = 1; i < threads; ++i) workers.emplace_back([&io] { io.run(); });
+  for (unsigned i = 1; i < threads; ++i)
+    workers.emplace_back([&io] { io.run(); });
   io.run();
-  for (auto& worker : workers) worker.join();
+  for (auto& worker : workers)
+    worker.join();
   spdlog::info("stopped");
   return 0;
 }

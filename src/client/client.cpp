@@ -1,5 +1,6 @@
 #include "agentws/client.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -7,7 +8,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/websocket/stream.hpp>
-#include <spdlog/spdlog.h>
 
 #include "common/outbox.hpp"
 
@@ -116,7 +116,8 @@ client_connection::~client_connection() {
 }
 
 asio::awaitable<error_code> client_connection::connect(const ws_url& url,
-                                                       std::chrono::milliseconds timeout) {
+                                                       std::chrono::milliseconds timeout,
+                                                       std::string token) {
   if (url.secure) co_return error_code(asio::error::operation_not_supported);
   auto& stream = beast::get_lowest_layer(impl_->ws);
   asio::ip::tcp::resolver resolver(impl_->ws.get_executor());
@@ -131,8 +132,9 @@ asio::awaitable<error_code> client_connection::connect(const ws_url& url,
   // The Host header names what the user typed, with the port, as browsers do.
   const bool bracket = url.host.find(':') != std::string::npos;
   const std::string host = (bracket ? "[" + url.host + "]" : url.host) + ":" + url.port;
-  impl_->ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
+  impl_->ws.set_option(websocket::stream_base::decorator([token](websocket::request_type& request) {
     request.set(beast::http::field::user_agent, "agentws-client/0.1.0");
+    if (!token.empty()) request.set(beast::http::field::authorization, "Bearer " + token);
   }));
   auto [handshake_error] = co_await impl_->ws.async_handshake(host, url.target, nothrow);
   if (handshake_error) co_return handshake_error;
@@ -153,7 +155,9 @@ asio::awaitable<error_code> client_connection::connect(const ws_url& url,
   co_return error_code{};
 }
 
-void client_connection::send(std::string text) { impl_->outbox.push_text(text); }
+void client_connection::send(std::string text) {
+  impl_->outbox.push_text(text);
+}
 
 asio::awaitable<std::pair<error_code, std::string_view>> client_connection::read() {
   impl_->buffer.consume(impl_->buffer.size());

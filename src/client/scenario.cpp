@@ -98,8 +98,9 @@ run_tracker::run_tracker(const std::vector<std::string>& runs,
   for (const auto& run_id : runs) {
     run_report report;
     report.run_id = run_id;
-    const bool will_cancel = std::any_of(cancels.begin(), cancels.end(),
-                                         [&](const planned_cancel& c) { return c.run_id == run_id; });
+    const bool will_cancel =
+        std::any_of(cancels.begin(), cancels.end(),
+                    [&](const planned_cancel& c) { return c.run_id == run_id; });
     report.expected = will_cancel ? run_outcome::cancelled : run_outcome::done;
     reports_.push_back(std::move(report));
   }
@@ -240,7 +241,8 @@ std::string format_event_line(const received_event& event, bool color) {
 
 std::string format_summary(const run_tracker& tracker, bool color) {
   std::size_t width = 6;
-  for (const auto& r : tracker.reports()) width = std::max(width, printable(r.run_id).size());
+  for (const auto& r : tracker.reports())
+    width = std::max(width, printable(r.run_id).size());
   std::string out = "summary:\n";
   for (const auto& r : tracker.reports()) {
     std::string id = printable(r.run_id);
@@ -257,7 +259,8 @@ std::string format_summary(const run_tracker& tracker, bool color) {
     }
     out += "\n";
   }
-  for (const auto& problem : tracker.problems()) out += "  problem: " + problem + "\n";
+  for (const auto& problem : tracker.problems())
+    out += "  problem: " + problem + "\n";
   out += tracker.all_as_expected() ? "result: every run ended as expected\n"
                                    : "result: NOT every run ended as expected\n";
   return out;
@@ -295,7 +298,7 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
   }
 
   auto state = std::make_shared<scenario_state>(co_await asio::this_coro::executor);
-  if (auto ec = co_await state->connection.connect(*url, plan.connect_timeout)) {
+  if (auto ec = co_await state->connection.connect(*url, plan.connect_timeout, plan.token)) {
     notice("cannot connect to " + url->to_string() + ": " + ec.message());
     co_return scenario_exit::connection;
   }
@@ -339,13 +342,15 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
     if (!closing && tracker.all_finished()) {
       closing = true;
       state->finished = true;
-      for (auto& timer : state->cancel_timers) timer->cancel();
+      for (auto& timer : state->cancel_timers)
+        timer->cancel();
       state->connection.close();
     }
   }
   state->finished = true;
   state->deadline.cancel();
-  for (auto& timer : state->cancel_timers) timer->cancel();
+  for (auto& timer : state->cancel_timers)
+    timer->cancel();
 
   if (state->timed_out) {
     notice("timed out after " + std::to_string(plan.timeout.count()) + " ms");

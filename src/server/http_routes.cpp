@@ -10,7 +10,9 @@ std::string_view target_path(std::string_view target) noexcept {
   return target.substr(0, target.find('?'));
 }
 
-bool is_websocket_path(std::string_view target) noexcept { return target_path(target) == "/ws"; }
+bool is_websocket_path(std::string_view target) noexcept {
+  return target_path(target) == "/ws";
+}
 
 http_response make_status_response(http::status status, unsigned version,
                                    std::string_view server_name, std::string_view body) {
@@ -52,9 +54,9 @@ http_response answer_http(const http_request& request, std::string_view server_n
   }
   if (path == "/ws") {
     // The endpoint exists but only speaks WebSocket.
-    http_response response = make_status_response(
-        http::status::upgrade_required, request.version(), server_name,
-        "Upgrade Required: connect with a WebSocket client");
+    http_response response =
+        make_status_response(http::status::upgrade_required, request.version(), server_name,
+                             "Upgrade Required: connect with a WebSocket client");
     response.set(http::field::upgrade, "websocket");
     response.set(http::field::sec_websocket_version, "13");
     return response;
@@ -72,8 +74,8 @@ http_response answer_http(const http_request& request, std::string_view server_n
     return make_page(request, server_name, "text/plain; version=0.0.4; charset=utf-8",
                      pages.metrics ? pages.metrics() : std::string());
   }
-  http_response page = make_page(request, server_name, "text/html; charset=utf-8",
-                                 std::string(console_page));
+  http_response page =
+      make_page(request, server_name, "text/html; charset=utf-8", std::string(console_page));
   // The page is self-contained: inline script and style, WebSocket to anywhere
   // the user points it, nothing else.
   page.set("Content-Security-Policy",

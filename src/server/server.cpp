@@ -1,5 +1,6 @@
 #include "agentws/server.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -7,7 +8,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 #include "server/server_state.hpp"
 #include "server/session.hpp"
@@ -47,8 +47,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> accept_loop([[maybe_unused]] std::shared_ptr<impl> self) {
     asio::steady_timer backoff(strand_);
     while (acceptor_.is_open()) {
-      auto [ec, socket] =
-          co_await acceptor_.async_accept(asio::make_strand(io_), asio::as_tuple(asio::use_awaitable));
+      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(io_),
+                                                          asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
       if (ec) {
         // Usually out of file descriptors: wait instead of spinning on it.
@@ -98,15 +98,31 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::uint16_t port_ = 0;
 };
 
+bool is_loopback_address(const std::string& host) {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  return !ec && address.is_loopback();
+}
+
 server::server(asio::io_context& io, server_config config)
     : impl_(std::make_shared<impl>(io, std::move(config))) {}
 
 server::~server() = default;
 
-void server::start() { impl_->start(); }
-std::uint16_t server::port() const noexcept { return impl_->port_; }
-void server::stop(std::function<void()> on_stopped) { impl_->stop(std::move(on_stopped)); }
-server_stats server::stats() const { return impl_->state_->counters.snapshot(); }
-const server_config& server::config() const noexcept { return impl_->state_->config; }
+void server::start() {
+  impl_->start();
+}
+std::uint16_t server::port() const noexcept {
+  return impl_->port_;
+}
+void server::stop(std::function<void()> on_stopped) {
+  impl_->stop(std::move(on_stopped));
+}
+server_stats server::stats() const {
+  return impl_->state_->counters.snapshot();
+}
+const server_config& server::config() const noexcept {
+  return impl_->state_->config;
+}
 
 }  // namespace agentws

@@ -68,8 +68,22 @@ std::string server_counters::render_metrics() const {
   return out;
 }
 
+namespace {
+
+access_policy make_access_policy(const server_config& config) {
+  access_policy policy;
+  policy.allowed_origins = config.allowed_origins;
+  policy.require_loopback_host = is_loopback_address(config.host);
+  if (!config.token.empty()) policy.token = config.token;
+  return policy;
+}
+
+}  // namespace
+
 server_state::server_state(server_config cfg)
-    : config(std::move(cfg)), agent_(config.agent_logic ? config.agent_logic : make_demo_agent()) {}
+    : config(std::move(cfg)),
+      access(make_access_policy(config)),
+      agent_(config.agent_logic ? config.agent_logic : make_demo_agent()) {}
 
 bool server_state::try_open_websocket() {
   std::uint64_t open = counters.connections_open.load(std::memory_order_relaxed);
@@ -78,8 +92,8 @@ bool server_state::try_open_websocket() {
       counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-  } while (!counters.connections_open.compare_exchange_weak(open, open + 1,
-                                                            std::memory_order_relaxed));
+  } while (
+      !counters.connections_open.compare_exchange_weak(open, open + 1, std::memory_order_relaxed));
   counters.connections_total.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -114,7 +128,8 @@ void server_state::for_each_session(const std::function<void(session&)>& visit) 
       if (auto s = weak.lock()) live.push_back(std::move(s));
     }
   }
-  for (auto& s : live) visit(*s);
+  for (auto& s : live)
+    visit(*s);
 }
 
 void server_state::begin_stop(std::function<void()> on_idle) {

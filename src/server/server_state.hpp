@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "agentws/server.hpp"
+#include "server/access.hpp"
 
 namespace agentws::detail {
 
@@ -43,6 +44,7 @@ class server_state {
   explicit server_state(server_config config);
 
   const server_config config;
+  const access_policy access;
   agentws::agent& agent() const noexcept { return *agent_; }
   server_counters counters;
 

@@ -181,7 +181,21 @@ asio::awaitable<bool> session::serve_http() {
     }
 
     http_request& request = parser.get();
-    if (websocket::is_upgrade(request) && is_websocket_path(request.target())) {
+    const bool upgrade = websocket::is_upgrade(request) && is_websocket_path(request.target());
+    const bool needs_token = upgrade || target_path(request.target()) == "/metrics";
+    if (auto refusal = check_access(request, state_->access, needs_token)) {
+      spdlog::info("conn {}: refused {} {}: {}", id_, std::string(request.method_string()),
+                   std::string(target_path(request.target())), refusal->reason);
+      auto response =
+          make_status_response(refusal->status, request.version(), server_name, refusal->reason);
+      if (refusal->status == http::status::unauthorized) {
+        response.set(http::field::www_authenticate, "Bearer");
+      }
+      co_await http::async_write(stream, response, nothrow);
+      close_socket();
+      co_return false;
+    }
+    if (upgrade) {
       if (state_->stopping() || !state_->try_open_websocket()) {
         auto response =
             make_status_response(http::status::service_unavailable, request.version(), server_name,
