@@ -37,7 +37,7 @@ struct scenario {
 // Parses "run-002@2.5" (seconds). nullopt if malformed.
 std::optional<planned_cancel> parse_planned_cancel(std::string_view text);
 
-enum class run_outcome { not_started, running, done, failed, cancelled, refused };
+enum class run_outcome { not_started, running, done, failed, cancelled, refused, lost };
 std::string_view to_string(run_outcome outcome) noexcept;
 
 struct run_report {
@@ -56,6 +56,10 @@ class run_tracker {
   run_tracker(const std::vector<std::string>& runs, const std::vector<planned_cancel>& cancels);
 
   void on_event(const received_event& event);
+  // Starts following `run_id` afresh (a new run, or a reused id).
+  void track(const std::string& run_id, run_outcome expected);
+  // The connection ended: runs still going are lost.
+  void connection_lost();
   bool all_finished() const;
   bool all_as_expected() const;
   const std::vector<run_report>& reports() const noexcept { return reports_; }

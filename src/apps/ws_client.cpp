@@ -9,10 +9,31 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <thread>
 
+#include "agentws/interactive.hpp"
 #include "agentws/scenario.hpp"
 
 namespace po = boost::program_options;
+
+namespace {
+
+// Lines from stdin, read on their own thread (stdin may be a terminal, a pipe
+// or a file, and only a blocking read handles all three).
+class stdin_lines final : public agentws::interactive_input {
+ public:
+  void start(std::function<void(std::optional<std::string>)> deliver) override {
+    // Detached: a thread blocked in getline must not keep the process alive.
+    std::thread([deliver = std::move(deliver)] {
+      std::string line;
+      while (std::getline(std::cin, line))
+        deliver(line);
+      deliver(std::nullopt);
+    }).detach();
+  }
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   agentws::scenario plan;
@@ -37,6 +58,8 @@ int main(int argc, char** argv) {
     ("steps", po::value(&steps), "params.steps for every run (default: the server's)")
     ("interval-ms", po::value(&interval_ms), "params.interval_ms for every run (default: the server's)")
     ("token", po::value(&plan.token), "bearer token for the server (default: $AGENTWS_TOKEN)")
+    ("interactive,i", "read commands from stdin (start ID [steps=N] [interval_ms=M], cancel ID, list, quit)")
+    ("reconnect", "interactive mode: when the connection drops, reconnect with back-off")
     ("json", "print each event as its raw JSON line (the summary goes to stderr)")
     ("color", po::value(&color_mode)->default_value(color_mode), "auto, always or never")
     ("timeout", po::value(&timeout_seconds)->default_value(timeout_seconds),
@@ -103,6 +126,24 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io(1);
   agentws::scenario_exit result = agentws::scenario_exit::connection;
+  if (args.count("interactive")) {
+    stdin_lines input;
+    agentws::interactive_options interactive{plan.url, plan.token, args.count("reconnect") > 0,
+                                             plan.connect_timeout};
+    boost::asio::co_spawn(io, agentws::run_interactive(interactive, input, output),
+                          [&](std::exception_ptr failure, agentws::scenario_exit exit) {
+                            if (failure) {
+                              std::cerr << "ws-client: unexpected failure\n";
+                              return;
+                            }
+                            result = exit;
+                          });
+    io.run();
+    // The stdin thread may still be blocked in a read: leave without running
+    // destructors it could race with.
+    std::cout.flush();
+    std::_Exit(static_cast<int>(result));
+  }
   boost::asio::co_spawn(io, agentws::run_scenario(plan, tracker, output),
                         [&](std::exception_ptr failure, agentws::scenario_exit exit) {
                           if (failure) {

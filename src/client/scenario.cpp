@@ -89,6 +89,8 @@ std::string_view to_string(run_outcome outcome) noexcept {
       return "cancelled";
     case run_outcome::refused:
       return "refused";
+    case run_outcome::lost:
+      return "lost";
   }
   return "?";
 }
@@ -103,6 +105,26 @@ run_tracker::run_tracker(const std::vector<std::string>& runs,
                     [&](const planned_cancel& c) { return c.run_id == run_id; });
     report.expected = will_cancel ? run_outcome::cancelled : run_outcome::done;
     reports_.push_back(std::move(report));
+  }
+}
+
+void run_tracker::track(const std::string& run_id, run_outcome expected) {
+  run_report fresh;
+  fresh.run_id = run_id;
+  fresh.expected = expected;
+  if (run_report* existing = find(run_id)) {
+    *existing = std::move(fresh);
+  } else {
+    reports_.push_back(std::move(fresh));
+  }
+}
+
+void run_tracker::connection_lost() {
+  for (auto& report : reports_) {
+    if (!is_finished(report.outcome)) {
+      report.outcome = run_outcome::lost;
+      report.detail = "connection lost";
+    }
   }
 }
 

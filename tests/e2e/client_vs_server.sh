@@ -30,6 +30,12 @@ set -e
 [[ $status -eq 1 ]] || { echo "expected exit 1, got $status" >&2; cat "$out" >&2; exit 1; }
 grep -q 'expected cancelled' "$out"
 
+# Interactive mode, piped: commands from stdin, exit once the runs have ended.
+printf 'start p1 steps=2 interval_ms=1\nstart p2 steps=50 interval_ms=20\ncancel p2\nlist\n' |
+  "$client" --url "ws://127.0.0.1:$PORT/ws" --interactive --color never >"$out" 2>&1
+grep -qE '\[p1\] run_done$' "$out"
+grep -qE '\[p2\] run_cancelled reason=client$' "$out"
+
 # Nobody listening: exit 3.
 stop_server
 set +e
