@@ -24,7 +24,29 @@ void write_digits(char* at, unsigned value, int width) {
 }
 
 // Characters that need escaping inside a JSON string, as a lookup table.
-constexpr bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
+constexpr bool needs_escape(unsigned char c) {
+  return c < 0x20 || c == '"' || c == '\\';
+}
+
+// Length of the valid UTF-8 sequence at `text[i]`, or 0 if it is not one.
+std::size_t utf8_sequence_length(std::string_view text, std::size_t i) {
+  const auto lead = static_cast<unsigned char>(text[i]);
+  std::size_t length = 0;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+  } else {
+    return 0;
+  }
+  if (i + length > text.size()) return 0;
+  for (std::size_t k = 1; k < length; ++k) {
+    if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return 0;
+  }
+  return length;
+}
 
 }  // namespace
 
@@ -150,7 +172,9 @@ event_writer& event_writer::raw_field(std::string_view key_name, std::string_vie
   return *this;
 }
 
-void event_writer::finish() { out_.append("}}"); }
+void event_writer::finish() {
+  out_.append("}}");
+}
 
 void append_connected(std::string& out, std::string_view ts, const server_identity& server,
                       const protocol_limits& limits, const run_params& defaults) {
@@ -226,6 +250,36 @@ void append_error(std::string& out, std::string_view ts, const protocol_error& e
   writer.optional_field("run_id", error.run_id);
   if (error.received_json) writer.raw_field("received", *error.received_json);
   writer.optional_field("request_id", error.request_id).finish();
+}
+
+std::string printable(std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      if (const std::size_t length = utf8_sequence_length(text, i)) {
+        // C1 control characters (U+0080..U+009F) are escaped as well.
+        const bool c1_control = c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0;
+        if (!c1_control) {
+          out.append(text.substr(i, length));
+          i += length;
+          continue;
+        }
+      }
+    }
+    out.append("\\x");
+    out.push_back(hex[c >> 4]);
+    out.push_back(hex[c & 0xf]);
+    ++i;
+  }
+  return out;
 }
 
 event_kind event_kind_from(std::string_view event_type) noexcept {

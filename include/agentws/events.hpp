@@ -36,6 +36,11 @@ class timestamp_formatter {
 // characters, quotes and backslashes are escaped; valid UTF-8 passes through.
 void append_json_string(std::string& out, std::string_view text);
 
+// Replaces control characters (C0, DEL, C1) and invalid UTF-8 bytes with
+// visible \xNN escapes, so nothing a peer sends can drive a terminal or forge
+// a log line.
+std::string printable(std::string_view text);
+
 // Writes one event envelope; payload fields are added in call order.
 class event_writer {
  public:

@@ -72,10 +72,6 @@ class run_tracker {
   std::vector<std::string> problems_;
 };
 
-// Replaces control characters (and invalid UTF-8 bytes) with visible escapes,
-// so nothing a peer sends can drive the terminal.
-std::string printable(std::string_view text);
-
 // One readable line per event, e.g.
 //   2026-11-25T17:36:10.123456+00:00 [run-002] run_event step=1 agent step 1
 std::string format_event_line(const received_event& event, bool color);

@@ -1,4 +1,5 @@
 // ws-server: command-line options and wiring only; the server is the library's.
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
@@ -14,14 +15,45 @@
 #include <thread>
 #include <vector>
 
+#include "agentws/events.hpp"
 #include "agentws/server.hpp"
 
 namespace po = boost::program_options;
+
+namespace {
+
+// %* in a log pattern: the message as JSON members, "conn": N split off
+// from the "conn N: ..." prefix the server uses, the rest JSON-escaped.
+class json_message_flag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    std::string_view text(msg.payload.data(), msg.payload.size());
+    std::string out;
+    if (text.starts_with("conn ")) {
+      const std::size_t colon = text.find(": ");
+      const std::string_view id = text.substr(5, colon == std::string_view::npos ? 0 : colon - 5);
+      if (!id.empty() && id.find_first_not_of("0123456789") == std::string_view::npos) {
+        out.append("\"conn\":").append(id).append(",");
+        text.remove_prefix(colon + 2);
+      }
+    }
+    out.append("\"msg\":");
+    agentws::append_json_string(out, agentws::printable(text));
+    dest.append(out.data(), out.data() + out.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<json_message_flag>();
+  }
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   agentws::server_config config;
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   std::string log_level = "info";
+  std::string log_format = "text";
   std::uint64_t handshake_ms = static_cast<std::uint64_t>(config.handshake_timeout.count());
   std::uint64_t idle_ms = static_cast<std::uint64_t>(config.idle_timeout.count());
   std::uint64_t send_ms = static_cast<std::uint64_t>(config.send_timeout.count());
@@ -65,6 +97,8 @@ int main(int argc, char** argv) {
     ("token-file", po::value(&token_file),
      "require this bearer token (first line of the file) for /ws and /metrics; AGENTWS_TOKEN also sets it")
     ("allow-unauthenticated", "listen on a non-loopback address without a token")
+    ("log-format", po::value(&log_format)->default_value(log_format),
+     "text (readable) or json (one object per line: ts, level, conn, msg)")
     ("log-level", po::value(&log_level)->default_value(log_level),
      "trace, debug, info, warn, error, critical or off");
   // clang-format on
@@ -117,7 +151,17 @@ int main(int argc, char** argv) {
   config.idle_timeout = std::chrono::milliseconds(idle_ms);
   config.send_timeout = std::chrono::milliseconds(send_ms);
 
+  if (log_format != "text" && log_format != "json") {
+    std::cerr << "ws-server: --log-format must be text or json\n";
+    return 2;
+  }
   auto logger = spdlog::stderr_color_mt("agentws");
+  if (log_format == "json") {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+    formatter->add_flag<json_message_flag>('*').set_pattern(
+        R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%*})");
+    logger->set_formatter(std::move(formatter));
+  }
   spdlog::set_default_logger(logger);
   spdlog::set_level(level);
 

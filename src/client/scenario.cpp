@@ -38,26 +38,6 @@ bool is_finished(run_outcome outcome) {
   return outcome != run_outcome::not_started && outcome != run_outcome::running;
 }
 
-// Length of the valid UTF-8 sequence at `text[i]`, or 0 if it is not one.
-std::size_t utf8_sequence_length(std::string_view text, std::size_t i) {
-  const auto lead = static_cast<unsigned char>(text[i]);
-  std::size_t length = 0;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    length = 2;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    length = 3;
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    length = 4;
-  } else {
-    return 0;
-  }
-  if (i + length > text.size()) return 0;
-  for (std::size_t k = 1; k < length; ++k) {
-    if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return 0;
-  }
-  return length;
-}
-
 }  // namespace
 
 std::optional<planned_cancel> parse_planned_cancel(std::string_view text) {
@@ -195,36 +175,6 @@ bool run_tracker::all_finished() const {
 bool run_tracker::all_as_expected() const {
   return problems_.empty() && std::all_of(reports_.begin(), reports_.end(),
                                           [](const run_report& r) { return r.as_expected(); });
-}
-
-std::string printable(std::string_view text) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size();) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7f) {
-      out.push_back(static_cast<char>(c));
-      ++i;
-      continue;
-    }
-    if (c >= 0x80) {
-      if (const std::size_t length = utf8_sequence_length(text, i)) {
-        // C1 control characters (U+0080..U+009F) are escaped as well.
-        const bool c1_control = c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0;
-        if (!c1_control) {
-          out.append(text.substr(i, length));
-          i += length;
-          continue;
-        }
-      }
-    }
-    out.append("\\x");
-    out.push_back(hex[c >> 4]);
-    out.push_back(hex[c & 0xf]);
-    ++i;
-  }
-  return out;
 }
 
 std::string format_event_line(const received_event& event, bool color) {

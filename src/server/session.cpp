@@ -380,7 +380,7 @@ void session::start_run(start_run_command command) {
   state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);
   outbox_.push(
       [&](std::string& out) { append_run_started(out, now(), run->run_id, command.request_id); });
-  spdlog::debug("conn {}: run {} started", id_, run->run_id);
+  spdlog::debug("conn {}: run {} started", id_, printable(run->run_id));
 
   asio::co_spawn(ws_.get_executor(), run_agent(shared_from_this(), run),
                  asio::bind_cancellation_slot(
@@ -391,10 +391,12 @@ void session::start_run(start_run_command command) {
                          std::rethrow_exception(failure);
                        } catch (const boost::system::system_error& e) {
                          if (e.code() != asio::error::operation_aborted) {
-                           spdlog::error("conn {}: run {} failed: {}", id, run->run_id, e.what());
+                           spdlog::error("conn {}: run {} failed: {}", id, printable(run->run_id),
+                                         printable(e.what()));
                          }
                        } catch (const std::exception& e) {
-                         spdlog::error("conn {}: run {} failed: {}", id, run->run_id, e.what());
+                         spdlog::error("conn {}: run {} failed: {}", id, printable(run->run_id),
+                                       printable(e.what()));
                        }
                      }));
 }
@@ -411,12 +413,12 @@ asio::awaitable<void> session::run_agent([[maybe_unused]] std::shared_ptr<sessio
     if (!run->cancelled) failure = "agent failed with an unknown exception";
   }
   if (!failure.empty()) {
-    spdlog::warn("conn {}: run {} failed: {}", id_, run->run_id, failure);
+    spdlog::warn("conn {}: run {} failed: {}", id_, printable(run->run_id), printable(failure));
   }
   if (co_await wait_for_room(run.get())) {
     outbox_.push([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); });
     state_->counters.runs_done.fetch_add(1, std::memory_order_relaxed);
-    spdlog::debug("conn {}: run {} done", id_, run->run_id);
+    spdlog::debug("conn {}: run {} done", id_, printable(run->run_id));
   }
   forget_run(run);
 }
@@ -443,7 +445,7 @@ void session::cancel_run(cancel_run_command command) {
   outbox_.push([&](std::string& out) {
     append_run_cancelled(out, now(), run->run_id, cancel_reason::client, command.request_id);
   });
-  spdlog::debug("conn {}: run {} cancelled by client", id_, run->run_id);
+  spdlog::debug("conn {}: run {} cancelled by client", id_, printable(run->run_id));
 }
 
 void session::cancel_all_runs(std::optional<cancel_reason> announce) {

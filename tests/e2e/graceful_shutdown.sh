@@ -5,7 +5,7 @@
 source "$(dirname "$0")/common.sh"
 server=$1 client=$2
 
-start_server "$server" --interval-ms 60000 --log-level info
+start_server "$server" --interval-ms 60000 --log-level debug --log-format json
 out=$(mktemp)
 "$client" --url "ws://127.0.0.1:$PORT/ws" --run a --run b --json --timeout 20 >"$out" 2>/dev/null &
 client_pid=$!
@@ -27,5 +27,8 @@ cat "$out"
 [[ $server_status -eq 0 ]] || { echo "server exited $server_status" >&2; exit 1; }
 (( elapsed_ms < 1500 )) || { echo "shutdown took ${elapsed_ms} ms" >&2; exit 1; }
 [[ $(grep -c '"event_type": "run_cancelled".*"reason": "shutdown"' "$out") -eq 2 ]]
-grep -q 'all connections closed' "$SERVER_LOG"
+# --log-format json: every log line is one JSON object, connection ids split out.
+/usr/bin/python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$SERVER_LOG"
+grep -q '"msg":"all connections closed"' "$SERVER_LOG"
+grep -q '"conn":[0-9]*,"msg":"run a started"' "$SERVER_LOG"
 echo "graceful shutdown: ok (${elapsed_ms} ms)"
