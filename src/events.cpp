@@ -45,6 +45,13 @@ std::size_t utf8_sequence_length(std::string_view text, std::size_t i) {
   for (std::size_t k = 1; k < length; ++k) {
     if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return 0;
   }
+  // The second byte's range rules out overlong forms, surrogates and code
+  // points past U+10FFFF (RFC 3629), which lenient decoders might still read.
+  const auto second = static_cast<unsigned char>(text[i + 1]);
+  if ((lead == 0xe0 && second < 0xa0) || (lead == 0xed && second > 0x9f) ||
+      (lead == 0xf0 && second < 0x90) || (lead == 0xf4 && second > 0x8f)) {
+    return 0;
+  }
   return length;
 }
 
@@ -299,7 +306,10 @@ bool is_terminal(event_kind kind) noexcept {
 std::optional<received_event> parse_event(std::string_view text) {
   // Events come from a server we chose to trust less than fully: the same
   // depth guard as for commands keeps a hostile peer from exhausting the stack.
-  if (json_nesting_exceeds(text, protocol_limits{}.max_json_depth)) return std::nullopt;
+  if (json_nesting_exceeds(text, protocol_limits{}.max_json_depth) ||
+      text.find('\0') != std::string_view::npos) {
+    return std::nullopt;
+  }
   json document = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!document.is_object()) return std::nullopt;
   auto type_it = document.find("event_type");

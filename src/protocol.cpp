@@ -14,6 +14,9 @@ using json = nlohmann::json;
 // Echoes of unknown commands are bounded: a peer can make us parse 1 MiB,
 // but not send it back to itself.
 constexpr std::size_t max_received_echo_bytes = 4096;
+// ... and shallow: the echo sits two levels down in the error event, and a
+// reader with the same depth limit as ours must still accept that event.
+constexpr std::size_t max_received_echo_depth = 16;
 
 struct error_row {
   protocol_error_code code;
@@ -51,18 +54,24 @@ protocol_error make_error(protocol_error_code code, std::string message) {
   return error;
 }
 
-std::string dump_bounded(const json& object) {
-  std::string text = object.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (text.size() <= max_received_echo_bytes) return text;
-  // Too large to echo: keep only the command name when it is a short string.
+// The command object for an "Unknown command" echo, bounded in size and
+// depth; `text` is the frame it was parsed from.
+std::string dump_bounded(const json& object, std::string_view text) {
+  if (text.size() <= 4 * max_received_echo_bytes &&
+      !json_nesting_exceeds(text, max_received_echo_depth)) {
+    std::string dumped = object.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (dumped.size() <= max_received_echo_bytes) return dumped;
+  }
+  // Too large or deep to echo: keep only the command name if it is a string
+  // and the result still fits.
   json summary = json::object();
-  auto it = object.find("command");
-  if (it != object.end() && it->is_string() &&
-      it->get_ref<const std::string&>().size() <= max_received_echo_bytes / 2) {
+  if (auto it = object.find("command"); it != object.end() && it->is_string()) {
     summary["command"] = *it;
   }
   summary["truncated"] = true;
-  return summary.dump();
+  std::string dumped = summary.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (dumped.size() <= max_received_echo_bytes) return dumped;
+  return R"({"truncated":true})";
 }
 
 // Reads an optional unsigned integer parameter; nullopt result means "absent".
@@ -73,9 +82,9 @@ std::optional<protocol_error> read_bound(const json& params, const char* name, s
   if (it == params.end()) return std::nullopt;
   const bool in_range = it->is_number_unsigned() && it->get<std::uint64_t>() <= max;
   if (!in_range) {
-    return make_error(protocol_error_code::invalid_params, std::string("params.") + name +
-                                                      " must be an integer from 0 to " +
-                                                      std::to_string(max));
+    return make_error(
+        protocol_error_code::invalid_params,
+        std::string("params.") + name + " must be an integer from 0 to " + std::to_string(max));
   }
   out = it->get<std::uint64_t>();
   return std::nullopt;
@@ -123,11 +132,15 @@ bool json_nesting_exceeds(std::string_view text, std::size_t max_depth) noexcept
 
 parse_result parse_command(std::string_view text, const protocol_limits& limits) {
   if (json_nesting_exceeds(text, limits.max_json_depth)) {
-    return make_error(protocol_error_code::invalid_json, "Invalid JSON: nested deeper than " +
-                                                    std::to_string(limits.max_json_depth) +
-                                                    " levels");
+    return make_error(
+        protocol_error_code::invalid_json,
+        "Invalid JSON: nested deeper than " + std::to_string(limits.max_json_depth) + " levels");
   }
-  const json document = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // nlohmann stops at a NUL byte as at the end of input: refuse it outright
+  // (JSON allows it nowhere outside an escape).
+  const json document = text.find('\0') == std::string_view::npos
+                            ? json::parse(text, nullptr, /*allow_exceptions=*/false)
+                            : json(json::value_t::discarded);
   if (document.is_discarded()) return make_error(protocol_error_code::invalid_json, "Invalid JSON");
   if (!document.is_object()) {
     return make_error(protocol_error_code::invalid_command, "Command must be a JSON object");
@@ -137,7 +150,8 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
   std::optional<std::string> request_id;
   bool request_id_invalid = false;
   if (auto it = document.find("request_id"); it != document.end()) {
-    if (it->is_string() && it->get_ref<const std::string&>().size() <= limits.max_request_id_bytes) {
+    if (it->is_string() &&
+        it->get_ref<const std::string&>().size() <= limits.max_request_id_bytes) {
       request_id = it->get<std::string>();
     } else {
       request_id_invalid = true;
@@ -156,8 +170,9 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
   const bool is_start = command_name && *command_name == "start_run";
   const bool is_cancel = command_name && *command_name == "cancel_run";
   if (!is_start && !is_cancel) {
-    protocol_error error = with_request_id(make_error(protocol_error_code::unknown_command, "Unknown command"));
-    error.received_json = dump_bounded(document);
+    protocol_error error =
+        with_request_id(make_error(protocol_error_code::unknown_command, "Unknown command"));
+    error.received_json = dump_bounded(document, text);
     return error;
   }
 
@@ -168,9 +183,9 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
   }
   const std::string& run_id = run_id_it->get_ref<const std::string&>();
   if (run_id.size() > limits.max_run_id_bytes) {
-    return with_request_id(make_error(
-        protocol_error_code::invalid_run_id,
-        "run_id is longer than " + std::to_string(limits.max_run_id_bytes) + " bytes"));
+    return with_request_id(
+        make_error(protocol_error_code::invalid_run_id,
+                   "run_id is longer than " + std::to_string(limits.max_run_id_bytes) + " bytes"));
   }
   if (request_id_invalid) {
     protocol_error error = make_error(protocol_error_code::invalid_request_id,
@@ -204,7 +219,8 @@ protocol_error binary_frame_error() {
 }
 
 protocol_error run_already_active_error(std::string run_id, std::optional<std::string> request_id) {
-  protocol_error error = make_error(protocol_error_code::run_already_active, "Run already in progress");
+  protocol_error error =
+      make_error(protocol_error_code::run_already_active, "Run already in progress");
   error.run_id = std::move(run_id);
   error.request_id = std::move(request_id);
   return error;
@@ -219,9 +235,9 @@ protocol_error run_not_active_error(std::string run_id, std::optional<std::strin
 
 protocol_error too_many_runs_error(std::string run_id, std::optional<std::string> request_id,
                                    std::size_t limit) {
-  protocol_error error = make_error(
-      protocol_error_code::too_many_runs,
-      "Too many active runs on this connection (limit " + std::to_string(limit) + ")");
+  protocol_error error =
+      make_error(protocol_error_code::too_many_runs,
+                 "Too many active runs on this connection (limit " + std::to_string(limit) + ")");
   error.run_id = std::move(run_id);
   error.request_id = std::move(request_id);
   return error;
