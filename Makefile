@@ -7,7 +7,7 @@ HOST       ?= 127.0.0.1
 PORT       ?= 8000
 CMAKE_ARGS ?=
 
-.PHONY: all deps build ws-server ws-client demo test test-asan test-tsan format clean
+.PHONY: all deps build ws-server ws-client demo test test-asan test-tsan bench fuzz format clean
 
 all: build
 
@@ -50,6 +50,14 @@ test-tsan: deps
 	cmake --preset tsan $(CMAKE_ARGS)
 	cmake --build --preset tsan -j $(JOBS)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --preset tsan -j $(JOBS) $(CTEST_ARGS)
+
+# ws-server against the FastAPI and Node peers, side by side (a few minutes);
+# a Release build of its own so the numbers are comparable.
+bench: deps
+	@scripts/install-deps.sh --interop
+	cmake --preset release $(CMAKE_ARGS)
+	cmake --build --preset release -j $(JOBS) --target ws-server ws-bench
+	bench/run.sh build-release
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')

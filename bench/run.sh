@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Benchmarks ws-server against the FastAPI and Node peers on loopback, with
+# the same ws-bench scenarios and parameters, and prints one table with
+# ratios. Each (server, scenario) pair gets a fresh server on a free port, so
+# memory and CPU figures start from the same state; every server started here
+# is stopped on exit. Fails if any round found a protocol violation or error.
+#
+# Usage: bench/run.sh BUILD_DIR      (BUILD_DIR holds ws-server and ws-bench)
+# Sizes can be changed through the environment, e.g.
+#   ROUNDS=3 FLOOD_STEPS=2000 bench/run.sh build
+# SERVERS="ours node" limits the servers measured.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:?usage: bench/run.sh BUILD_DIR}
+bench_bin=$build/ws-bench
+server_bin=$build/ws-server
+for program in "$bench_bin" "$server_bin"; do
+  [[ -x $program ]] || { echo "run.sh: $program not found; build it first" >&2; exit 2; }
+done
+python=/usr/bin/python3
+
+ROUNDS=${ROUNDS:-5}
+WARMUP=${WARMUP:-1}
+TIMEOUT=${TIMEOUT:-60}
+FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-4}
+FLOOD_RUNS=${FLOOD_RUNS:-4}
+FLOOD_IN_FLIGHT=${FLOOD_IN_FLIGHT:-2}
+FLOOD_STEPS=${FLOOD_STEPS:-5000}            # ours and node
+FLOOD_STEPS_SLOW=${FLOOD_STEPS_SLOW:-1000}  # fastapi: per-event figures still compare
+CANCEL_SAMPLES=${CANCEL_SAMPLES:-200}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
+HANDSHAKES=${HANDSHAKES:-500}
+HANDSHAKE_PARALLEL=${HANDSHAKE_PARALLEL:-4}
+SERVERS=${SERVERS:-ours fastapi node}
+SCENARIOS=${SCENARIOS:-flood cancel idle connect}
+
+results=$here/results
+mkdir -p "$results"
+work=$(mktemp -d)
+server_pid=
+server_port=
+
+stop_server() {
+  [[ -n $server_pid ]] || return 0
+  kill -TERM "$server_pid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+}
+cleanup() {
+  stop_server
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Idle scenarios hold thousands of sockets: servers inherit this limit.
+ulimit -n "$(ulimit -Hn)"
+
+# Waits for a line matching the sed expression in $2 to appear in log $1 and
+# prints the captured port; fails after 15 s or if the server died.
+wait_for_port() {
+  local log=$1 expression=$2 port
+  for _ in $(seq 150); do
+    port=$(sed -n "$expression" "$log" | head -n 1)
+    if [[ -n $port ]]; then
+      echo "$port"
+      return 0
+    fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "run.sh: the server did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+healthy() {
+  "$python" -c 'import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=1).read()' "$1" 2>/dev/null
+}
+
+free_port() {
+  "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts server $1 on a free loopback port; sets server_pid and server_port.
+start_server() {
+  local name=$1 log=$work/$1.log
+  case $name in
+    ours)
+      # Default thread count (one I/O thread per core).
+      # No token: AGENTWS_TOKEN from the caller's environment would refuse ws-bench.
+      env -u AGENTWS_TOKEN "$server_bin" --host 127.0.0.1 --port 0 --log-level info 2>"$log" &
+      server_pid=$!
+      server_port=$(wait_for_port "$log" 's/.*listening on ws:\/\/[^ ]*:\([0-9][0-9]*\)\/ws.*/\1/p')
+      ;;
+    fastapi)
+      # uvicorn does not print the port it bound at log level warning: pick one.
+      server_port=$(free_port)
+      "$python" "$here/peers/fastapi_server.py" --host 127.0.0.1 --port "$server_port" 2>"$log" &
+      server_pid=$!
+      for _ in $(seq 150); do
+        healthy "$server_port" && break
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      healthy "$server_port" || {
+        echo "run.sh: the FastAPI peer did not start; its log:" >&2
+        cat "$log" >&2
+        return 1
+      }
+      ;;
+    node)
+      node "$here/peers/node/server.js" --host 127.0.0.1 --port 0 2>"$log" &
+      server_pid=$!
+      server_port=$(wait_for_port "$log" 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p')
+      ;;
+  esac
+}
+
+if [[ " $SERVERS " == *" node "* && ! -d $here/peers/node/node_modules/ws ]]; then
+  echo "run.sh: installing the Node peer's dependencies (npm ci)" >&2
+  (cd "$here/peers/node" && npm ci --no-audit --no-fund >&2)
+fi
+
+ours_threads=$("$server_bin" --help | sed -n 's/.*--threads arg (=\([0-9]*\)).*/\1/p')
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+machine_json=$(
+  NPROC=$(nproc) CPU_MODEL=$cpu_model KERNEL=$(uname -r) LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg) \
+  OURS_THREADS=$ours_threads PYTHON_VERSION=$("$python" --version 2>&1) NODE_VERSION=$(node --version) \
+  "$python" -c 'import json, os; print(json.dumps({k.lower(): os.environ[k] for k in
+    ["NPROC", "CPU_MODEL", "KERNEL", "LOADAVG", "OURS_THREADS", "PYTHON_VERSION", "NODE_VERSION"]}))'
+)
+echo "machine: $(nproc) CPUs, $cpu_model, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "ours: ws-server with its default of $ours_threads I/O threads (one per core)"
+
+failed=0
+for scenario in $SCENARIOS; do
+  for name in $SERVERS; do
+    start_server "$name"
+    args=(--scenario "$scenario" --url "ws://127.0.0.1:$server_port/ws" --label "$name"
+          --server-pid "$server_pid" --rounds "$ROUNDS" --warmup "$WARMUP" --timeout "$TIMEOUT"
+          --json-out "$work/$scenario-$name.json")
+    case $scenario in
+      flood)
+        steps=$FLOOD_STEPS
+        [[ $name == fastapi ]] && steps=$FLOOD_STEPS_SLOW
+        args+=(--connections "$FLOOD_CONNECTIONS" --runs "$FLOOD_RUNS" --steps "$steps"
+               --runs-in-flight "$FLOOD_IN_FLIGHT") ;;
+      cancel) args+=(--samples "$CANCEL_SAMPLES") ;;
+      idle) args+=(--idle-connections "$IDLE_CONNECTIONS") ;;
+      connect) args+=(--handshakes "$HANDSHAKES" --parallel "$HANDSHAKE_PARALLEL") ;;
+    esac
+    if ! "$bench_bin" "${args[@]}"; then
+      echo "run.sh: $scenario against $name FAILED" >&2
+      failed=1
+    fi
+    stop_server
+  done
+done
+
+MACHINE_JSON=$machine_json "$python" - "$work" "$results/latest.json" "$SERVERS" <<'EOF'
+import glob, json, os, sys
+
+work, out_path, servers = sys.argv[1], sys.argv[2], sys.argv[3].split()
+results = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, "*.json")))]
+machine = json.loads(os.environ["MACHINE_JSON"])
+json.dump({"machine": machine, "results": results}, open(out_path, "w"), indent=2)
+
+# metric: (label, True if higher is better, None if informational)
+rows = {
+    "flood": [("events_per_s", "events/s", True), ("mib_per_s", "MiB/s", True),
+              ("latency_p50_ms", "latency p50 ms (ts to receipt) *", None),
+              ("latency_p99_ms", "latency p99 ms *", None),
+              ("server_cpu_us_per_event", "server CPU us/event", False),
+              ("client_cpu_us_per_event", "ws-bench CPU us/event", None)],
+    "cancel": [("cancel_p50_ms", "cancel_run -> run_cancelled p50 ms", False),
+               ("cancel_p99_ms", "cancel_run -> run_cancelled p99 ms", False)],
+    "idle": [("kib_per_connection", "server RSS KiB/connection", False),
+             ("opened_per_s", "connections opened/s", True)],
+    "connect": [("handshakes_per_s", "handshakes/s", True),
+                ("handshake_p50_ms", "handshake+close p50 ms", False),
+                ("handshake_p99_ms", "handshake+close p99 ms", False),
+                ("server_cpu_us_per_handshake", "server CPU us/handshake", False)],
+}
+by_key = {(r["scenario"], r["server"]): r for r in results}
+peers = [s for s in servers if s != "ours"]
+width = 36
+print()
+print(f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, kernel {machine['kernel']}, "
+      f"load average at start {machine['loadavg']}")
+print(f"ours = ws-server ({machine['ours_threads']} I/O threads, the default); "
+      f"fastapi = bench/peers/fastapi_server.py ({machine['python_version']}); "
+      f"node = bench/peers/node/server.js (node {machine['node_version']})")
+print("medians of the rounds; ratio columns: > 1 means ours is better (faster, or less)")
+header = f"{'':{width}}" + "".join(f"{s:>12}" for s in servers) + "".join(
+    f"{'ours/' + p:>14}" for p in peers if "ours" in servers)
+for scenario, metrics in rows.items():
+    present = [s for s in servers if (scenario, s) in by_key]
+    if not present:
+        continue
+    print()
+    print(header.replace(" " * width, f"{scenario:<{width}}", 1))
+    for server in present:
+        r = by_key[(scenario, server)]
+        print(f"  {server}: {r['description']}")
+    for key, label, higher in metrics:
+        cells, values = [], {}
+        for s in servers:
+            r = by_key.get((scenario, s))
+            v = r["summary"].get(key, {}).get("median") if r else None
+            values[s] = v
+            cells.append(f"{v:>12.4g}" if v is not None else f"{'-':>12}")
+        ratios = []
+        if "ours" in servers:
+            for p in peers:
+                a, b = values.get("ours"), values.get(p)
+                if higher is None or not a or not b:
+                    ratios.append(f"{'':>14}")
+                else:
+                    ratio = a / b if higher else b / a
+                    ratios.append(f"{ratio:>13.2f}x")
+        print(f"{label:<{width}}" + "".join(cells) + "".join(ratios))
+    status = []
+    for s in servers:
+        r = by_key.get((scenario, s))
+        status.append(f"{('ok' if r['ok'] else 'FAIL') if r else '-':>12}")
+    print(f"{'status':<{width}}" + "".join(status))
+    if scenario == "flood":
+        print("* time queued in a saturated stream (outbox and socket buffers), not the latency of a")
+        print("  quiet connection: a server that outruns the client queues up to its buffer limits")
+print()
+print(f"results: {out_path}")
+failed = [f"{r['scenario']}/{r['server']}" for r in results if not r["ok"]]
+if failed:
+    print("FAILED: " + ", ".join(failed))
+EOF
+
+if [[ $failed -ne 0 ]]; then
+  echo "run.sh: a round found a correctness violation or an error (see above)" >&2
+  exit 1
+fi
