@@ -149,10 +149,11 @@ event_writer::event_writer(std::string& out, std::string_view event_type, std::s
 }
 
 void event_writer::key(std::string_view name) {
-  if (!first_field_) out_.append(", ");
+  // Keys are the protocol's own identifiers: nothing to escape.
+  out_.append(first_field_ ? "\"" : ", \"");
   first_field_ = false;
-  append_json_string(out_, name);
-  out_.append(": ");
+  out_.append(name);
+  out_.append("\": ");
 }
 
 event_writer& event_writer::field(std::string_view key_name, std::string_view value) {

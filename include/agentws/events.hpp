@@ -41,7 +41,8 @@ void append_json_string(std::string& out, std::string_view text);
 // a log line.
 std::string printable(std::string_view text);
 
-// Writes one event envelope; payload fields are added in call order.
+// Writes one event envelope; payload fields are added in call order. Keys
+// are written as given (they are protocol identifiers); values are escaped.
 class event_writer {
  public:
   event_writer(std::string& out, std::string_view event_type, std::string_view ts);

@@ -26,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace agentws::detail {
@@ -48,6 +49,8 @@ class coalescing_stream {
     std::optional<write_handler> blocked_write;  // completes when room is made
     std::size_t blocked_bytes = 0;
     std::optional<teardown_handler> teardown_waiter;  // runs once drained
+    std::optional<teardown_handler> room_waiter;      // runs once below capacity
+    std::uint64_t flushes_completed = 0;
   };
 
  public:
@@ -71,6 +74,30 @@ class coalescing_stream {
   void set_capacity(std::size_t bytes) noexcept { state_->capacity = bytes; }
   std::size_t buffered_bytes() const noexcept {
     return state_->pending.size() + state_->in_flight.size();
+  }
+
+  // The fast path for data frames: append bytes already framed for the wire
+  // (see append_text_frame) and flush. Safe between writes of the stream
+  // above, whose own frames (pongs, close) arrive here whole, in one call.
+  void append_raw(std::string_view bytes) { state_->pending.append(bytes); }
+  std::string& raw_buffer() noexcept { return state_->pending; }
+  void flush() { start_flush(state_); }
+  bool has_room() const noexcept { return state_->pending.size() <= state_->capacity; }
+  const boost::system::error_code& error() const noexcept { return state_->error; }
+  std::uint64_t flushes_completed() const noexcept { return state_->flushes_completed; }
+
+  // Completes once the buffer is below capacity again (or the socket failed).
+  template <class WaitToken>
+  auto async_wait_room(WaitToken&& token) {
+    return boost::asio::async_initiate<WaitToken, void(boost::system::error_code)>(
+        [this](auto handler) {
+          if (has_room() || state_->error || !state_->flushing) {
+            post_completion(std::move(handler), state_->error);
+          } else {
+            state_->room_waiter.emplace(std::move(handler));
+          }
+        },
+        token);
   }
 
   template <class MutableBuffers, class ReadToken>
@@ -137,6 +164,7 @@ class coalescing_stream {
     flush_state& s = *state;
     s.flushing = false;
     s.in_flight.clear();
+    ++s.flushes_completed;
     if (ec) {
       s.error = ec;
       s.pending.clear();
@@ -147,6 +175,11 @@ class coalescing_stream {
       std::move(handler)(s.error, s.error ? 0 : s.blocked_bytes);
     }
     start_flush(state);
+    if (s.room_waiter && (s.pending.size() <= s.capacity || s.error || !s.flushing)) {
+      teardown_handler handler = std::move(*s.room_waiter);
+      s.room_waiter.reset();
+      std::move(handler)(s.error);
+    }
     if (!s.flushing && s.teardown_waiter) {
       teardown_handler handler = std::move(*s.teardown_waiter);
       s.teardown_waiter.reset();
@@ -157,6 +190,31 @@ class coalescing_stream {
   NextLayer next_;
   std::shared_ptr<flush_state> state_;
 };
+
+// Appends one unmasked, unfragmented text frame (RFC 6455 section 5.2), the
+// form a server sends: FIN + opcode 1, then the payload length.
+inline void append_text_frame(std::string& out, std::string_view payload) {
+  const std::size_t size = payload.size();
+  char header[10];
+  std::size_t header_size = 2;
+  header[0] = static_cast<char>(0x81);
+  if (size < 126) {
+    header[1] = static_cast<char>(size);
+  } else if (size <= 0xffff) {
+    header[1] = 126;
+    header[2] = static_cast<char>(size >> 8);
+    header[3] = static_cast<char>(size & 0xff);
+    header_size = 4;
+  } else {
+    header[1] = 127;
+    for (int i = 0; i < 8; ++i) {
+      header[2 + i] = static_cast<char>((static_cast<std::uint64_t>(size) >> (56 - 8 * i)) & 0xff);
+    }
+    header_size = 10;
+  }
+  out.append(header, header_size);
+  out.append(payload);
+}
 
 // WebSocket teardown: let buffered frames (the close frame above all) reach
 // the socket, then tear down the layer below as usual.

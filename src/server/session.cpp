@@ -286,32 +286,42 @@ asio::awaitable<void> session::read_commands() {
 }
 
 asio::awaitable<void> session::write_frames([[maybe_unused]] std::shared_ptr<session> self) {
+  // Data frames skip Beast's per-message write: the writer frames a whole
+  // batch straight into the coalescing layer (server frames are unmasked and
+  // uncompressed), so a batch costs one copy and one socket write. Beast's
+  // own frames (pongs, the close) still go through it, whole, in between.
+  auto& layer = ws_.next_layer();
   frame_batch batch;
   for (;;) {
     co_await outbox_.wait_for_frames();
     if (outbox_.empty()) break;  // closed and drained
     outbox_.take(batch);
-    write_in_flight_ = true;
-    arm_send_watchdog();
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      const std::string_view frame = batch.frame(i);
-      auto [ec, written] =
-          co_await ws_.async_write(asio::buffer(frame.data(), frame.size()), nothrow);
-      ++writes_completed_;
-      if (ec) {
-        write_in_flight_ = false;
-        send_watchdog_.cancel();
-        if (!is_expected_end(ec)) spdlog::info("conn {}: write failed: {}", id_, ec.message());
-        outbox_.close();
-        close_socket();
-        co_return;
-      }
-    }
-    write_in_flight_ = false;
+    if (!ws_.is_open() || layer.error()) break;  // the peer is closing or gone
+    std::string& wire = layer.raw_buffer();
+    for (std::size_t i = 0; i < batch.size(); ++i)
+      append_text_frame(wire, batch.frame(i));
+    layer.flush();
     state_->counters.frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
     state_->counters.bytes_sent.fetch_add(batch.bytes(), std::memory_order_relaxed);
+    if (!layer.has_room()) {
+      write_in_flight_ = true;
+      arm_send_watchdog();
+      co_await layer.async_wait_room(nothrow);  // a failure shows in layer.error()
+      write_in_flight_ = false;
+    }
+    if (layer.error()) {
+      if (!is_expected_end(layer.error())) {
+        spdlog::info("conn {}: write failed: {}", id_, layer.error().message());
+      }
+      break;
+    }
   }
   send_watchdog_.cancel();
+  if (layer.error()) {
+    outbox_.close();
+    close_socket();
+    co_return;
+  }
   if (close_reason_ && ws_.is_open()) {
     auto [ec] = co_await ws_.async_close(*close_reason_, nothrow);
     if (ec && !is_expected_end(ec)) spdlog::debug("conn {}: close failed: {}", id_, ec.message());
@@ -322,20 +332,20 @@ void session::arm_send_watchdog() {
   if (watchdog_armed_) return;
   watchdog_armed_ = true;
   send_watchdog_.expires_after(state_->config.send_timeout);
-  send_watchdog_.async_wait(
-      [self = shared_from_this(), seen = writes_completed_](const error_code& ec) {
-        self->watchdog_armed_ = false;
-        if (ec || !self->write_in_flight_) return;
-        if (self->writes_completed_ != seen) {
-          self->arm_send_watchdog();  // slow but moving: look again later
-          return;
-        }
-        // The peer takes nothing: a close frame could not reach it either.
-        spdlog::warn("conn {}: closing slow consumer ({} bytes queued)", self->id_,
-                     self->outbox_.queued_bytes());
-        self->state_->counters.slow_consumer_closes.fetch_add(1, std::memory_order_relaxed);
-        self->close_socket();
-      });
+  send_watchdog_.async_wait([self = shared_from_this(),
+                             seen = ws_.next_layer().flushes_completed()](const error_code& ec) {
+    self->watchdog_armed_ = false;
+    if (ec || !self->write_in_flight_) return;
+    if (self->ws_.next_layer().flushes_completed() != seen) {
+      self->arm_send_watchdog();  // slow but moving: look again later
+      return;
+    }
+    // The peer takes nothing: a close frame could not reach it either.
+    spdlog::warn("conn {}: closing slow consumer ({} bytes queued)", self->id_,
+                 self->outbox_.queued_bytes());
+    self->state_->counters.slow_consumer_closes.fetch_add(1, std::memory_order_relaxed);
+    self->close_socket();
+  });
 }
 
 void session::handle_text(std::string_view text) {

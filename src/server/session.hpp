@@ -91,12 +91,11 @@ class session : public std::enable_shared_from_this<session> {
   bool closing_ = false;
   std::optional<boost::beast::websocket::close_reason> close_reason_;
 
-  // Slow-consumer detection: a write in flight that makes no progress for
-  // send_timeout closes the connection.
+  // Slow-consumer detection: a writer waiting for the socket while no flush
+  // completes for send_timeout closes the connection.
   boost::asio::steady_timer send_watchdog_;
   bool watchdog_armed_ = false;
   bool write_in_flight_ = false;
-  std::uint64_t writes_completed_ = 0;
 };
 
 }  // namespace agentws::detail
