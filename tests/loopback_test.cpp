@@ -459,11 +459,20 @@ TEST_CASE("metrics count what happened", "[loopback]") {
     peer.run_to_completion("m", 3, 1);
     peer.send_text("nope");
     peer.expect_event("error");
+    peer.send_text(R"({"command":"start_run","run_id":"c","params":{"interval_ms":60000}})");
+    peer.expect_event("run_started");
+    peer.expect_event("run_event");
+    peer.send_text(R"({"command":"cancel_run","run_id":"c"})");
+    peer.expect_event("run_cancelled");
     peer.close();
   }
   REQUIRE(server.wait_for_stats([](const server_stats& s) { return s.connections_open == 0; }));
   const std::string text = http_body(server.port(), "/metrics");
-  CHECK_THAT(text, Catch::Contains("agentws_runs_started_total 1\n"));
+  CHECK_THAT(text, Catch::Contains("agentws_runs_started_total 2\n"));
+  CHECK_THAT(text, Catch::Contains("agentws_runs_cancelled_total{reason=\"client\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("agentws_cancel_latency_seconds_count 1\n"));
+  CHECK_THAT(text, Catch::Contains("agentws_cancel_latency_seconds_bucket{le=\"+Inf\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("# TYPE agentws_write_batch_frames histogram\n"));
   CHECK_THAT(text, Catch::Contains("agentws_runs_done_total 1\n"));
   CHECK_THAT(text, Catch::Contains("agentws_errors_total{code=\"invalid_json\"} 1\n"));
   CHECK_THAT(text, Catch::Contains("agentws_connections_total 1\n"));

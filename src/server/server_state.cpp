@@ -1,5 +1,6 @@
 #include "server/server_state.hpp"
 
+#include <cstdio>
 #include <vector>
 
 #include "server/session.hpp"
@@ -26,6 +27,16 @@ server_stats server_counters::snapshot() const {
   s.slow_consumer_closes = get(slow_consumer_closes);
   return s;
 }
+
+namespace {
+
+std::string fmt_double(double value) {
+  char text[32];
+  const int n = std::snprintf(text, sizeof text, "%.9g", value);
+  return std::string(text, static_cast<std::size_t>(n));
+}
+
+}  // namespace
 
 std::string server_counters::render_metrics() const {
   const server_stats s = snapshot();
@@ -61,6 +72,26 @@ std::string server_counters::render_metrics() const {
            errors_by_code[i].load(std::memory_order_relaxed), label);
     first = false;
   }
+  auto histogram = [&](std::string_view name, std::string_view help, const auto& h) {
+    out.append("# HELP agentws_").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE agentws_").append(name).append(" histogram\n");
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= h.bounds.size(); ++i) {
+      cumulative += h.counts[i].load(std::memory_order_relaxed);
+      const std::string le = i < h.bounds.size() ? fmt_double(h.bounds[i]) : "+Inf";
+      out.append("agentws_").append(name).append("_bucket{le=\"").append(le).append("\"} ");
+      out.append(std::to_string(cumulative)).append("\n");
+    }
+    out.append("agentws_").append(name).append("_sum ");
+    out.append(fmt_double(h.sum.load(std::memory_order_relaxed))).append("\n");
+    out.append("agentws_").append(name).append("_count ");
+    out.append(std::to_string(h.count.load(std::memory_order_relaxed))).append("\n");
+  };
+  histogram("cancel_latency_seconds",
+            "From reading cancel_run to handing run_cancelled to the socket.",
+            cancel_latency_seconds);
+  histogram("write_batch_frames", "Event frames per socket write (outbox depth when taken).",
+            write_batch_frames);
   metric("outbox_waits_total", "counter", "Times a run or the reader waited for a full outbox.",
          outbox_waits.load(std::memory_order_relaxed));
   metric("slow_consumer_closes_total", "counter", "Connections closed for not reading.",

@@ -18,6 +18,26 @@ namespace agentws::detail {
 
 class session;
 
+// A Prometheus histogram with fixed upper bounds; lock-free, relaxed.
+template <std::size_t N>
+struct fixed_histogram {
+  std::array<double, N> bounds;  // upper bounds, ascending; +Inf is implicit
+  std::array<std::atomic<std::uint64_t>, N + 1> counts{};
+  std::atomic<std::uint64_t> count{0};
+  std::atomic<double> sum{0};
+
+  void observe(double value) noexcept {
+    std::size_t i = 0;
+    while (i < N && value > bounds[i])
+      ++i;
+    counts[i].fetch_add(1, std::memory_order_relaxed);
+    count.fetch_add(1, std::memory_order_relaxed);
+    double old = sum.load(std::memory_order_relaxed);
+    while (!sum.compare_exchange_weak(old, old + value, std::memory_order_relaxed)) {
+    }
+  }
+};
+
 struct server_counters {
   std::atomic<std::uint64_t> connections_open{0};
   std::atomic<std::uint64_t> connections_total{0};
@@ -33,6 +53,11 @@ struct server_counters {
   std::atomic<std::uint64_t> slow_consumer_closes{0};
   std::atomic<std::uint64_t> outbox_waits{0};  // a producer found the outbox full
   std::array<std::atomic<std::uint64_t>, protocol_error_code_count> errors_by_code{};
+  // From reading a cancel_run to handing its run_cancelled to the socket.
+  fixed_histogram<9> cancel_latency_seconds{
+      {0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1}};
+  // Frames per socket write: how deep the outbox was when the writer took it.
+  fixed_histogram<8> write_batch_frames{{1, 2, 4, 16, 64, 256, 1024, 4096}};
 
   server_stats snapshot() const;
   // The counters in the Prometheus text exposition format.

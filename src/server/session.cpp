@@ -267,6 +267,7 @@ asio::awaitable<void> session::read_commands() {
       }
       co_return;
     }
+    command_read_at_ = std::chrono::steady_clock::now();
     if (!closing_) {
       if (ws_.got_text()) {
         const auto data = read_buffer_.cdata();
@@ -301,6 +302,16 @@ asio::awaitable<void> session::write_frames([[maybe_unused]] std::shared_ptr<ses
     for (std::size_t i = 0; i < batch.size(); ++i)
       append_text_frame(wire, batch.frame(i));
     layer.flush();
+    auto& counters = state_->counters;
+    counters.write_batch_frames.observe(static_cast<double>(batch.size()));
+    if (!cancels_in_outbox_.empty()) {
+      const auto flushed_at = std::chrono::steady_clock::now();
+      for (const auto read_at : cancels_in_outbox_) {
+        counters.cancel_latency_seconds.observe(
+            std::chrono::duration<double>(flushed_at - read_at).count());
+      }
+      cancels_in_outbox_.clear();
+    }
     state_->counters.frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
     state_->counters.bytes_sent.fetch_add(batch.bytes(), std::memory_order_relaxed);
     if (!layer.has_room()) {
@@ -455,6 +466,7 @@ void session::cancel_run(cancel_run_command command) {
   outbox_.push([&](std::string& out) {
     append_run_cancelled(out, now(), run->run_id, cancel_reason::client, command.request_id);
   });
+  cancels_in_outbox_.push_back(command_read_at_);
   spdlog::debug("conn {}: run {} cancelled by client", id_, printable(run->run_id));
 }
 

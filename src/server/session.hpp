@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "agentws/events.hpp"
 #include "common/coalescing_stream.hpp"
@@ -90,6 +91,11 @@ class session : public std::enable_shared_from_this<session> {
   bool upgraded_ = false;
   bool closing_ = false;
   std::optional<boost::beast::websocket::close_reason> close_reason_;
+
+  // When the command being handled was read, and when each run_cancelled
+  // still in the outbox was answered (for the cancel-latency histogram).
+  std::chrono::steady_clock::time_point command_read_at_;
+  std::vector<std::chrono::steady_clock::time_point> cancels_in_outbox_;
 
   // Slow-consumer detection: a writer waiting for the socket while no flush
   // completes for send_timeout closes the connection.
