@@ -59,6 +59,12 @@ bench: deps
 	cmake --build --preset release -j $(JOBS) --target ws-server ws-bench
 	bench/run.sh build-release
 
+# libFuzzer targets (clang-16): each runs FUZZ_SECONDS over its seed corpus.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	fuzz/run.sh $(FUZZ_SECONDS)
+
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
 

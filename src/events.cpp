@@ -102,11 +102,26 @@ void append_json_string(std::string& out, std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   out.push_back('"');
   std::size_t run_start = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
+  for (std::size_t i = 0; i < text.size();) {
     const auto c = static_cast<unsigned char>(text[i]);
-    if (!needs_escape(c)) continue;
+    if (c >= 0x80) {
+      // Agent text is not validated upstream: invalid UTF-8 becomes U+FFFD,
+      // so a frame is always valid text and valid JSON.
+      if (const std::size_t length = utf8_sequence_length(text, i)) {
+        i += length;
+        continue;
+      }
+      out.append(text.data() + run_start, i - run_start);
+      out.append("\xef\xbf\xbd");
+      run_start = ++i;
+      continue;
+    }
+    if (!needs_escape(c)) {
+      ++i;
+      continue;
+    }
     out.append(text.data() + run_start, i - run_start);
-    run_start = i + 1;
+    run_start = ++i;
     switch (c) {
       case '"':
         out.append("\\\"");

@@ -33,7 +33,8 @@ class timestamp_formatter {
 };
 
 // Appends `text` as a JSON string literal (quotes included). Control
-// characters, quotes and backslashes are escaped; valid UTF-8 passes through.
+// characters, quotes and backslashes are escaped; valid UTF-8 passes through
+// and invalid bytes become U+FFFD, so the result is always valid UTF-8.
 void append_json_string(std::string& out, std::string_view text);
 
 // Replaces control characters (C0, DEL, C1) and invalid UTF-8 bytes with

@@ -166,9 +166,13 @@ asio::awaitable<bool> session::serve_http() {
     auto [read_error, read_bytes] =
         co_await http::async_read(stream, read_buffer_, parser, nothrow);
     if (read_error) {
-      if (read_error == http::error::header_limit || read_error == http::error::body_limit) {
+      if (read_error == http::error::header_limit) {
         auto response = make_status_response(http::status::request_header_fields_too_large, 11,
                                              server_name, "Request Header Fields Too Large");
+        co_await http::async_write(stream, response, nothrow);
+      } else if (read_error == http::error::body_limit) {
+        auto response = make_status_response(http::status::payload_too_large, 11, server_name,
+                                             "Content Too Large");
         co_await http::async_write(stream, response, nothrow);
       } else if (!is_expected_end(read_error)) {
         spdlog::debug("conn {}: bad HTTP request: {}", id_, read_error.message());
@@ -215,6 +219,9 @@ asio::awaitable<bool> session::serve_http() {
         close_socket();
         co_return false;
       }
+      // Bytes read past the request would be taken as the start of a frame;
+      // a client must wait for the 101 anyway (RFC 6455 4.1), so drop them.
+      read_buffer_.consume(read_buffer_.size());
       co_return true;
     }
 
