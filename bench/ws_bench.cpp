@@ -150,7 +150,8 @@ class ts_parser {
         ++at;
       }
       if (digits == 0) return std::nullopt;
-      for (; digits < 6; ++digits) fraction *= 10;
+      for (; digits < 6; ++digits)
+        fraction *= 10;
       fraction_us = fraction;
     }
     const std::string_view offset = ts.substr(at);
@@ -160,7 +161,8 @@ class ts_parser {
     } else if (offset.size() == 6 && (offset[0] == '+' || offset[0] == '-') && offset[3] == ':') {
       std::int64_t hours = 0;
       std::int64_t minutes = 0;
-      if (!parse_digits(offset.substr(1, 2), hours) || !parse_digits(offset.substr(4, 2), minutes)) {
+      if (!parse_digits(offset.substr(1, 2), hours) ||
+          !parse_digits(offset.substr(4, 2), minutes)) {
         return std::nullopt;
       }
       offset_s = (hours * 3600 + minutes * 60) * (offset[0] == '+' ? 1 : -1);
@@ -175,7 +177,8 @@ class ts_parser {
     std::int64_t year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
     if (!parse_digits(prefix.substr(0, 4), year) || !parse_digits(prefix.substr(5, 2), month) ||
         !parse_digits(prefix.substr(8, 2), day) || !parse_digits(prefix.substr(11, 2), hour) ||
-        !parse_digits(prefix.substr(14, 2), minute) || !parse_digits(prefix.substr(17, 2), second)) {
+        !parse_digits(prefix.substr(14, 2), minute) ||
+        !parse_digits(prefix.substr(17, 2), second)) {
       return false;
     }
     using namespace std::chrono;
@@ -183,7 +186,8 @@ class ts_parser {
                               std::chrono::month(static_cast<unsigned>(month)),
                               std::chrono::day(static_cast<unsigned>(day))};
     if (!date.ok() || hour > 23 || minute > 59 || second > 60) return false;
-    second_ = sys_days(date).time_since_epoch().count() * 86'400 + hour * 3600 + minute * 60 + second;
+    second_ =
+        sys_days(date).time_since_epoch().count() * 86'400 + hour * 3600 + minute * 60 + second;
     std::memcpy(prefix_, prefix.data(), 19);
     cached_ = true;
     return true;
@@ -202,10 +206,12 @@ std::size_t find_value(std::string_view text, std::string_view quoted_key, std::
     const std::size_t key = text.find(quoted_key, from);
     if (key == std::string_view::npos) return key;
     std::size_t at = key + quoted_key.size();
-    while (at < text.size() && text[at] == ' ') ++at;
+    while (at < text.size() && text[at] == ' ')
+      ++at;
     if (at < text.size() && text[at] == ':') {
       ++at;
-      while (at < text.size() && text[at] == ' ') ++at;
+      while (at < text.size() && text[at] == ' ')
+        ++at;
       return at;
     }
     from = key + 1;
@@ -224,8 +230,8 @@ std::optional<std::string_view> plain_string_at(std::string_view text, std::size
 
 struct scanned_event {
   agentws::event_kind kind = agentws::event_kind::unknown;
-  std::string_view run_id;        // empty if absent
-  std::int64_t step = -1;         // run_event only
+  std::string_view run_id;  // empty if absent
+  std::int64_t step = -1;   // run_event only
   std::optional<std::int64_t> ts_us;
 };
 
@@ -331,7 +337,8 @@ double own_cpu_seconds() {
 double quantile(std::vector<double> values, double q) {
   if (values.empty()) return 0;
   const auto rank = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1) + 0.5);
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank), values.end());
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank),
+                   values.end());
   return values[rank];
 }
 
@@ -430,7 +437,8 @@ class io_pool {
       threads.emplace_back([this, i, deadline] { contexts_[i]->run_until(deadline); });
     }
     contexts_[0]->run_until(deadline);
-    for (auto& thread : threads) thread.join();
+    for (auto& thread : threads)
+      thread.join();
     bool finished = true;
     for (auto& context : contexts_) {
       finished = finished && context->stopped();
@@ -459,8 +467,8 @@ void spawn(asio::io_context& io, Awaitable&& work, failure_log& failures) {
 
 // Runs the pool; on timeout, aborts `connections` and drains what is left.
 bool run_phase(io_pool& pool, steady::time_point deadline,
-               std::vector<std::unique_ptr<bench_connection>>& connections,
-               failure_log& failures, std::string_view phase) {
+               std::vector<std::unique_ptr<bench_connection>>& connections, failure_log& failures,
+               std::string_view phase) {
   if (pool.run_until(deadline)) return true;
   failures.error("timeout in " + std::string(phase));
   for (auto& connection : connections) {
@@ -593,14 +601,15 @@ asio::awaitable<void> flood_connection(bench_connection& c, const options& o) {
                                   event.kind == agentws::event_kind::run_done ||
                                   event.kind == agentws::event_kind::run_cancelled;
       if (run_event_kind && !run) {
-        c.failures.violation(std::string(kind_name(event.kind)) + " for an unknown run: " +
-                             excerpt(text));
+        c.failures.violation(std::string(kind_name(event.kind)) +
+                             " for an unknown run: " + excerpt(text));
       } else if (run_event_kind && run->ended) {
-        c.failures.violation(std::string(kind_name(event.kind)) + " after the run's terminal: " +
-                             excerpt(text));
-      } else if (run_event_kind && !run->started && event.kind != agentws::event_kind::run_started) {
-        c.failures.violation(std::string(kind_name(event.kind)) + " before run_started: " +
-                             excerpt(text));
+        c.failures.violation(std::string(kind_name(event.kind)) +
+                             " after the run's terminal: " + excerpt(text));
+      } else if (run_event_kind && !run->started &&
+                 event.kind != agentws::event_kind::run_started) {
+        c.failures.violation(std::string(kind_name(event.kind)) +
+                             " before run_started: " + excerpt(text));
       }
       switch (event.kind) {
         case agentws::event_kind::run_started:
@@ -888,7 +897,8 @@ class idle_scenario {
     const auto rss_after = process_rss_kib(o_.server_pid);
 
     unsigned opened = 0;
-    for (std::size_t i = base; i < connections_.size(); ++i) opened += connections_[i]->open;
+    for (std::size_t i = base; i < connections_.size(); ++i)
+      opened += connections_[i]->open;
     if (opened != count) {
       result.failures.error(std::to_string(count - opened) + " of " + std::to_string(count) +
                             " connections did not open");
@@ -972,19 +982,24 @@ round_result connect_round(const options& o, const target& to) {
   const auto server_cpu_before = process_cpu_seconds(o.server_pid);
   const auto start = steady::now();
   result.timed_out = !run_phase(pool, deadline, connections, result.failures, "connect");
-  const double seconds = std::max(1e-9, std::chrono::duration<double>(steady::now() - start).count());
+  const double seconds =
+      std::max(1e-9, std::chrono::duration<double>(steady::now() - start).count());
   const auto server_cpu_after = process_cpu_seconds(o.server_pid);
-  for (auto& c : connections) result.failures.merge(c->failures);
-  for (auto& f : worker_failures) result.failures.merge(f);
+  for (auto& c : connections)
+    result.failures.merge(c->failures);
+  for (auto& f : worker_failures)
+    result.failures.merge(f);
   std::vector<double> latency;
-  for (auto& samples : latency_us) latency.insert(latency.end(), samples.begin(), samples.end());
+  for (auto& samples : latency_us)
+    latency.insert(latency.end(), samples.begin(), samples.end());
   const unsigned done = completed.load();
   result.set("handshakes", done);
   result.set("handshakes_per_s", done / seconds);
   result.set("handshake_p50_ms", quantile(latency, 0.50) / 1000.0);
   result.set("handshake_p99_ms", quantile(latency, 0.99) / 1000.0);
   if (server_cpu_before && server_cpu_after && done > 0) {
-    result.set("server_cpu_us_per_handshake", (*server_cpu_after - *server_cpu_before) * 1e6 / done);
+    result.set("server_cpu_us_per_handshake",
+               (*server_cpu_after - *server_cpu_before) * 1e6 / done);
   }
   return result;
 }
@@ -1013,7 +1028,8 @@ void print_table(const options& o, const std::vector<round_result>& rounds) {
   if (rounds.empty()) return;
   const auto& names = rounds.front().metrics;
   std::printf("%-8s", "round");
-  for (const auto& [name, value] : names) std::printf(" %16s", name.c_str());
+  for (const auto& [name, value] : names)
+    std::printf(" %16s", name.c_str());
   std::printf(" %s\n", "status");
   auto column = [&](const std::string& name) {
     std::vector<double> values;
@@ -1026,7 +1042,8 @@ void print_table(const options& o, const std::vector<round_result>& rounds) {
   };
   for (std::size_t r = 0; r < rounds.size(); ++r) {
     std::printf("%-8zu", r + 1);
-    for (const auto& [name, value] : rounds[r].metrics) std::printf(" %16.4g", value);
+    for (const auto& [name, value] : rounds[r].metrics)
+      std::printf(" %16.4g", value);
     const auto& f = rounds[r].failures;
     if (f.failed() || rounds[r].timed_out) {
       std::printf(" FAIL (%llu violations, %llu errors)\n",
@@ -1049,7 +1066,8 @@ void print_table(const options& o, const std::vector<round_result>& rounds) {
     std::printf("\n");
   }
   for (const auto& round : rounds) {
-    for (const auto& sample : round.failures.samples) std::printf("  ! %s\n", sample.c_str());
+    for (const auto& sample : round.failures.samples)
+      std::printf("  ! %s\n", sample.c_str());
   }
   std::fflush(stdout);
 }
@@ -1085,14 +1103,16 @@ ordered_json to_json(const options& o, const std::vector<round_result>& rounds, 
   ordered_json samples = ordered_json::array();
   for (const auto& round : rounds) {
     ordered_json entry;
-    for (const auto& [name, value] : round.metrics) entry[name] = value;
+    for (const auto& [name, value] : round.metrics)
+      entry[name] = value;
     entry["violations"] = round.failures.violations;
     entry["errors"] = round.failures.errors;
     entry["timed_out"] = round.timed_out;
     round_list.push_back(entry);
     violations += round.failures.violations;
     errors += round.failures.errors;
-    for (const auto& sample : round.failures.samples) samples.push_back(sample);
+    for (const auto& sample : round.failures.samples)
+      samples.push_back(sample);
   }
   out["rounds"] = round_list;
   ordered_json summary;
@@ -1235,7 +1255,8 @@ int main(int argc, char** argv) {
     if (warm.failures.failed() || warm.timed_out) {
       ok = false;
       std::cerr << "ws-bench: warmup round failed\n";
-      for (const auto& sample : warm.failures.samples) std::cerr << "  ! " << sample << "\n";
+      for (const auto& sample : warm.failures.samples)
+        std::cerr << "  ! " << sample << "\n";
     }
   }
   std::vector<round_result> rounds;
@@ -1248,7 +1269,8 @@ int main(int argc, char** argv) {
     if (closing.failed()) {
       ok = false;
       std::cerr << "ws-bench: closing the idle connections failed\n";
-      for (const auto& sample : closing.samples) std::cerr << "  ! " << sample << "\n";
+      for (const auto& sample : closing.samples)
+        std::cerr << "  ! " << sample << "\n";
     }
   }
   print_table(o, rounds);

@@ -13,36 +13,6 @@
 using namespace agentws;
 using namespace agentws::testing;
 
-namespace {
-
-json start(std::string_view run_id, int steps, int interval_ms) {
-  return {{"command", "start_run"},
-          {"run_id", run_id},
-          {"params", {{"steps", steps}, {"interval_ms", interval_ms}}}};
-}
-
-json cancel(std::string_view run_id) {
-  return {{"command", "cancel_run"}, {"run_id", run_id}};
-}
-
-// Steps of the run_events in `events`, in order.
-std::vector<std::uint64_t> steps_of(const std::vector<json>& events) {
-  std::vector<std::uint64_t> steps;
-  for (const auto& e : events) {
-    if (e["event_type"] == "run_event") steps.push_back(e["payload"]["step"]);
-  }
-  return steps;
-}
-
-std::vector<std::uint64_t> iota_steps(std::uint64_t n) {
-  std::vector<std::uint64_t> steps(n);
-  for (std::uint64_t i = 0; i < n; ++i)
-    steps[i] = i;
-  return steps;
-}
-
-}  // namespace
-
 TEST_CASE("connected is the first frame and announces the limits", "[loopback]") {
   server_fixture server;
   test_peer peer(server.port());

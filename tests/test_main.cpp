@@ -1,8 +1,8 @@
 // Catch2's main, with the library's logs quiet unless AGENTWS_TEST_LOG names a
 // level (e.g. AGENTWS_TEST_LOG=debug) for a failing test's story.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 #include <spdlog/spdlog.h>
+#include <catch2/catch.hpp>
 
 #include <cstdlib>
 

@@ -238,6 +238,31 @@ std::string http_exchange(std::uint16_t port, const std::string& request) {
   return response;
 }
 
+json start(std::string_view run_id, int steps, int interval_ms) {
+  return {{"command", "start_run"},
+          {"run_id", run_id},
+          {"params", {{"steps", steps}, {"interval_ms", interval_ms}}}};
+}
+
+json cancel(std::string_view run_id) {
+  return {{"command", "cancel_run"}, {"run_id", run_id}};
+}
+
+std::vector<std::uint64_t> steps_of(const std::vector<json>& events) {
+  std::vector<std::uint64_t> steps;
+  for (const auto& e : events) {
+    if (e["event_type"] == "run_event") steps.push_back(e["payload"]["step"]);
+  }
+  return steps;
+}
+
+std::vector<std::uint64_t> iota_steps(std::uint64_t n) {
+  std::vector<std::uint64_t> steps(n);
+  for (std::uint64_t i = 0; i < n; ++i)
+    steps[i] = i;
+  return steps;
+}
+
 unsigned http_status(std::uint16_t port, const std::string& request) {
   const std::string response = http_exchange(port, request);
   if (!response.starts_with("HTTP/1.1 ") || response.size() < 12) return 0;

@@ -84,6 +84,13 @@ class test_peer {
   bool closed_ = false;
 };
 
+// Commands and step checks shared by the loopback test files.
+json start(std::string_view run_id, int steps, int interval_ms);
+json cancel(std::string_view run_id);
+// Steps of the run_events in `events`, in order; and 0..n-1 to compare with.
+std::vector<std::uint64_t> steps_of(const std::vector<json>& events);
+std::vector<std::uint64_t> iota_steps(std::uint64_t n);
+
 // Sends a raw HTTP request and returns the whole response ("" if none).
 std::string http_exchange(std::uint16_t port, const std::string& request);
 // ... and returns only the status code (0 if no answer).

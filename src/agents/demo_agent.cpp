@@ -26,6 +26,8 @@ class demo_agent final : public agent {
 
 }  // namespace
 
-std::shared_ptr<agent> make_demo_agent() { return std::make_shared<demo_agent>(); }
+std::shared_ptr<agent> make_demo_agent() {
+  return std::make_shared<demo_agent>();
+}
 
 }  // namespace agentws
