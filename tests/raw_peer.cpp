@@ -317,49 +317,6 @@ std::optional<json> raw_peer::next_event(std::chrono::milliseconds limit) {
   }
 }
 
-json raw_peer::expect_event(std::string_view event_type, std::chrono::milliseconds limit) {
-  std::optional<json> event = next_event(limit);
-  INFO("waiting for " << event_type);
-  REQUIRE(event.has_value());
-  INFO("got " << event->dump());
-  REQUIRE((*event)["event_type"] == event_type);
-  return *event;
-}
-
-std::vector<json> raw_peer::events_until_terminal(std::string_view run_id,
-                                                  std::chrono::milliseconds limit) {
-  std::vector<json> events;
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    INFO("waiting for the end of " << run_id);
-    REQUIRE(left.count() > 0);
-    std::optional<json> event = next_event(left);
-    REQUIRE(event.has_value());
-    const json& payload = (*event)["payload"];
-    if (!payload.contains("run_id") || payload["run_id"] != run_id) {
-      stash.push_back(*event);
-      continue;
-    }
-    events.push_back(*event);
-    const std::string type = (*event)["event_type"];
-    if (type == "run_done" || type == "run_cancelled") return events;
-  }
-}
-
-void raw_peer::run_to_completion(std::string_view run_id, int steps, int interval_ms) {
-  send_command({{"command", "start_run"},
-                {"run_id", run_id},
-                {"params", {{"steps", steps}, {"interval_ms", interval_ms}}}});
-  std::vector<json> events = events_until_terminal(run_id);
-  REQUIRE(events.front()["event_type"] == "run_started");
-  REQUIRE(events.back()["event_type"] == "run_done");
-  REQUIRE(events.size() == static_cast<std::size_t>(steps) + 2);
-  for (int i = 0; i < steps; ++i)
-    REQUIRE(events[i + 1]["payload"]["step"] == i);
-}
-
 unsigned raw_peer::wait_for_close(std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (!close_code_) {

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "test_peer.hpp"
+
 namespace agentws::testing {
 
 using namespace std::chrono_literals;
@@ -59,7 +61,7 @@ struct received_frame {
   std::string payload;
 };
 
-class raw_peer {
+class raw_peer final : public scripted_peer {
  public:
   // Opens a TCP connection to 127.0.0.1:port, or FAILs the test.
   explicit raw_peer(std::uint16_t port);
@@ -87,20 +89,13 @@ class raw_peer {
     send(make_frame(opcode, payload, fin));
   }
   void send_text(std::string_view text) { send_frame(ws_op::text, text); }
-  void send_command(const nlohmann::json& command) { send_text(command.dump()); }
+  void send_command(const nlohmann::json& command) override { send_text(command.dump()); }
 
   // The next frame from the server as it came, nullopt on end or timeout.
   std::optional<received_frame> next_frame(std::chrono::milliseconds limit = 5000ms);
   // The next text frame as JSON. Pongs met on the way are counted in
   // `pongs`, pings are answered; a close frame ends it (see close_code()).
-  std::optional<nlohmann::json> next_event(std::chrono::milliseconds limit = 5000ms);
-  // The next event, REQUIREd to exist and have this event_type.
-  nlohmann::json expect_event(std::string_view event_type,
-                              std::chrono::milliseconds limit = 5000ms);
-  // Like test_peer's: the events of `run_id` up to its terminal one.
-  std::vector<nlohmann::json> events_until_terminal(std::string_view run_id,
-                                                    std::chrono::milliseconds limit = 10000ms);
-  void run_to_completion(std::string_view run_id, int steps = 2, int interval_ms = 1);
+  std::optional<nlohmann::json> next_event(std::chrono::milliseconds limit = 5000ms) override;
 
   // Reads until the server's close frame; its status code, 0 if the
   // connection ended (or `limit` passed) without one. Answers the close by
@@ -121,7 +116,6 @@ class raw_peer {
 
   std::size_t pongs = 0;
   std::vector<std::string> pong_payloads;
-  std::vector<nlohmann::json> stash;
 
  private:
   void start_reading();

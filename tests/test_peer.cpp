@@ -149,7 +149,7 @@ std::optional<json> test_peer::next_event(std::chrono::milliseconds limit) {
   return event;
 }
 
-json test_peer::expect_event(std::string_view event_type, std::chrono::milliseconds limit) {
+json scripted_peer::expect_event(std::string_view event_type, std::chrono::milliseconds limit) {
   std::optional<json> event = next_event(limit);
   INFO("waiting for " << event_type);
   REQUIRE(event.has_value());
@@ -158,8 +158,8 @@ json test_peer::expect_event(std::string_view event_type, std::chrono::milliseco
   return *event;
 }
 
-std::vector<json> test_peer::events_until_terminal(std::string_view run_id,
-                                                   std::chrono::milliseconds limit) {
+std::vector<json> scripted_peer::events_until_terminal(std::string_view run_id,
+                                                       std::chrono::milliseconds limit) {
   std::vector<json> events;
   const auto deadline = std::chrono::steady_clock::now() + limit;
   for (;;) {
@@ -180,7 +180,7 @@ std::vector<json> test_peer::events_until_terminal(std::string_view run_id,
   }
 }
 
-void test_peer::run_to_completion(std::string_view run_id, int steps, int interval_ms) {
+void scripted_peer::run_to_completion(std::string_view run_id, int steps, int interval_ms) {
   send_command({{"command", "start_run"},
                 {"run_id", run_id},
                 {"params", {{"steps", steps}, {"interval_ms", interval_ms}}}});
@@ -188,6 +188,8 @@ void test_peer::run_to_completion(std::string_view run_id, int steps, int interv
   REQUIRE(events.front()["event_type"] == "run_started");
   REQUIRE(events.back()["event_type"] == "run_done");
   REQUIRE(events.size() == static_cast<std::size_t>(steps) + 2);
+  for (int i = 0; i < steps; ++i)
+    REQUIRE(events[i + 1]["payload"]["step"] == i);
 }
 
 unsigned test_peer::wait_for_close(std::chrono::milliseconds limit) {

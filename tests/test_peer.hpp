@@ -46,7 +46,31 @@ class server_fixture {
   bool stopped_ = false;
 };
 
-class test_peer {
+// What a test does with events, written once for every kind of peer: a
+// peer supplies next_event() and send_command(), the rest is here.
+class scripted_peer {
+ public:
+  virtual ~scripted_peer() = default;
+
+  virtual void send_command(const json& command) = 0;
+  // The next event, or nullopt when the connection ended or `limit` passed.
+  virtual std::optional<json> next_event(std::chrono::milliseconds limit = 5000ms) = 0;
+
+  // The next event, REQUIREd to exist and have this event_type.
+  json expect_event(std::string_view event_type, std::chrono::milliseconds limit = 5000ms);
+  // Reads events until one for `run_id` with a terminal type arrives and
+  // returns every event of that run seen on the way (others are stashed).
+  std::vector<json> events_until_terminal(std::string_view run_id,
+                                          std::chrono::milliseconds limit = 10000ms);
+  // Starts `run_id` with params and REQUIREs run_started, steps 0..steps-1
+  // in order, then run_done.
+  void run_to_completion(std::string_view run_id, int steps = 2, int interval_ms = 1);
+
+  // Events read while looking for something else, in arrival order.
+  std::vector<json> stash;
+};
+
+class test_peer final : public scripted_peer {
  public:
   // Connects and completes the WebSocket handshake, or FAILs the test.
   explicit test_peer(std::uint16_t port, std::string target = "/ws");
@@ -54,27 +78,14 @@ class test_peer {
 
   void send_text(std::string_view text);
   void send_binary(std::string_view bytes);
-  void send_command(const json& command) { send_text(command.dump()); }
-
-  // The next event, or nullopt when the connection ended or `limit` passed.
-  std::optional<json> next_event(std::chrono::milliseconds limit = 5000ms);
-  // The next event, REQUIREd to exist and have this event_type.
-  json expect_event(std::string_view event_type, std::chrono::milliseconds limit = 5000ms);
-  // Reads events until one for `run_id` with a terminal type arrives and
-  // returns every event of that run seen on the way (others are kept).
-  std::vector<json> events_until_terminal(std::string_view run_id,
-                                          std::chrono::milliseconds limit = 10000ms);
-  // Starts `run_id` with params, waits for it to finish, REQUIREs run_done.
-  void run_to_completion(std::string_view run_id, int steps = 2, int interval_ms = 1);
+  void send_command(const json& command) override { send_text(command.dump()); }
+  std::optional<json> next_event(std::chrono::milliseconds limit = 5000ms) override;
 
   // Reads until the server closes; returns the close code (0 if none).
   unsigned wait_for_close(std::chrono::milliseconds limit = 5000ms);
   void close();
   // Drops the TCP connection without a close handshake.
   void abort();
-
-  // Events read while looking for something else, in arrival order.
-  std::vector<json> stash;
 
  private:
   bool run_until(bool& done, std::chrono::milliseconds limit);
