@@ -1265,3 +1265,64 @@ TEST_CASE("events stay valid UTF-8 when an agent emits invalid bytes", "[bad_inp
   events = peer.events_until_terminal("throw", 2000ms);
   CHECK(events.back()["payload"]["ok"] == false);
 }
+
+// ------------------------------------------------------- resources ----
+
+TEST_CASE("resources: a consumer that stalls past send_timeout gets what was sent then 1008",
+          "[bad_input]") {
+  server_config config = test_config();
+  config.send_timeout = 300ms;
+  config.handshake_timeout = 20s;  // the close deadline: the peer reads again long before it
+  server_fixture server(config);
+  raw_peer stalled(server.port());
+  stalled.open_websocket();
+  // Streams until every buffer on the way is full, then waits for a reader
+  // that does not come: this peer reads nothing until told to below.
+  stalled.send_command(start("flood", 10'000'000, 0));
+  bystander other(server.port(), 20, 5);
+  REQUIRE(server.wait_for_stats([](const server_stats& s) { return s.slow_consumer_closes == 1; },
+                                10s));
+  other.finish();  // its latency did not suffer: every step, in order, in time
+
+  // Reading again: every event that was sent, in order, then the close.
+  std::uint64_t next_step = 0;
+  bool started = false;
+  while (std::optional<json> event = stalled.next_event(5000ms)) {
+    const std::string type = (*event)["event_type"];
+    if (type == "run_started") {
+      CHECK(!started);
+      started = true;
+      continue;
+    }
+    INFO("event: " << event->dump());
+    REQUIRE(type == "run_event");
+    REQUIRE((*event)["payload"]["step"] == next_step);
+    ++next_step;
+  }
+  CHECK(started);
+  CHECK(next_step > 0);
+  CHECK(stalled.close_code() == 1008u);
+  CHECK(server.wait_for_stats([](const server_stats& s) { return s.runs_active == 0; }));
+  check_fresh_connection_serves(server.port());
+}
+
+TEST_CASE("resources: a consumer that pauses for less than send_timeout loses nothing",
+          "[bad_input]") {
+  server_config config = test_config();
+  config.send_timeout = 30s;
+  config.outbox_bytes = 16 * 1024;
+  server_fixture server(config);
+  raw_peer peer(server.port());
+  peer.open_websocket();
+  constexpr int steps = 50'000;
+  peer.send_command(start("burst", steps, 0));
+  // The pause under test: the server fills every buffer on the way meanwhile
+  // and its run waits for room (nothing here depends on how far it got).
+  std::this_thread::sleep_for(500ms);
+  std::vector<json> events = peer.events_until_terminal("burst", 60s);
+  REQUIRE(!events.empty());
+  CHECK(events.front()["event_type"] == "run_started");
+  CHECK(steps_of(events) == iota_steps(steps));
+  CHECK(events.back()["event_type"] == "run_done");
+  CHECK(server.get().stats().slow_consumer_closes == 0);
+}

@@ -43,6 +43,12 @@ struct server_config {
   // or "?token=<token>"; 401 otherwise. Compared in constant time.
   std::string token;
 
+  // TLS (wss://): when both are set, every connection starts with a TLS
+  // handshake. PEM files: the certificate chain (leaf first) and its key.
+  // start() throws std::runtime_error when they cannot be loaded.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+
   server_identity identity{"agentws", "0.1.0"};
 };
 

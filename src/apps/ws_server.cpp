@@ -8,6 +8,8 @@
 #include <boost/asio/strand.hpp>
 #include <boost/program_options.hpp>
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
@@ -46,6 +48,20 @@ class json_message_flag final : public spdlog::custom_flag_formatter {
     return std::make_unique<json_message_flag>();
   }
 };
+
+// Each connection is a file descriptor: lift the soft limit to the hard one so
+// that --max-connections (10,000 by default) is not cut short by a low
+// default of 1024. Returns the limit in force.
+rlim_t raise_open_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return raised.rlim_cur;
+  }
+  return limit.rlim_cur;
+}
 
 }  // namespace
 
@@ -97,6 +113,9 @@ int main(int argc, char** argv) {
     ("token-file", po::value(&token_file),
      "require this bearer token (first line of the file) for /ws and /metrics; AGENTWS_TOKEN also sets it")
     ("allow-unauthenticated", "listen on a non-loopback address without a token")
+    ("tls-cert", po::value(&config.tls_cert_file),
+     "serve wss:// with this PEM certificate chain (leaf first); needs --tls-key")
+    ("tls-key", po::value(&config.tls_key_file), "the PEM private key of --tls-cert")
     ("log-format", po::value(&log_format)->default_value(log_format),
      "text (readable) or json (one object per line: ts, level, conn, msg)")
     ("log-level", po::value(&log_level)->default_value(log_level),
@@ -147,6 +166,10 @@ int main(int argc, char** argv) {
                  " or pass --allow-unauthenticated\n";
     return 2;
   }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    std::cerr << "ws-server: --tls-cert and --tls-key go together\n";
+    return 2;
+  }
   config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   config.idle_timeout = std::chrono::milliseconds(idle_ms);
   config.send_timeout = std::chrono::milliseconds(send_ms);
@@ -165,6 +188,14 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(level);
 
+  const rlim_t open_files = raise_open_file_limit();
+  if (open_files != 0 && open_files < config.max_connections + 64) {
+    spdlog::warn(
+        "the open-file limit ({}) is below --max-connections ({}): connections past it "
+        "fail at accept",
+        open_files, config.max_connections);
+  }
+
   boost::asio::io_context io(static_cast<int>(threads));
   agentws::server server(io, config);
   try {
@@ -172,8 +203,13 @@ int main(int argc, char** argv) {
   } catch (const boost::system::system_error& e) {
     spdlog::critical("cannot listen on {}:{}: {}", config.host, config.port, e.code().message());
     return 1;
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
   }
-  spdlog::info("listening on ws://{}:{}/ws ({} I/O threads)", config.host, server.port(), threads);
+  const bool tls = !config.tls_cert_file.empty();
+  spdlog::info("listening on {}://{}:{}/ws ({} I/O threads)", tls ? "wss" : "ws", config.host,
+               server.port(), threads);
 
   // The signal set lives on its own strand: the stop callback may run on any
   // I/O thread, and it must cancel the pending wait so that io.run() returns.

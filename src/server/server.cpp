@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -12,11 +13,42 @@
 #include "server/server_state.hpp"
 #include "server/session.hpp"
 
+#include <stdexcept>
+
 namespace agentws {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
+
+namespace {
+
+// A server-side TLS context: TLS 1.2 and later, the certificate chain and key
+// from PEM files. Errors name the file, never the key material.
+std::unique_ptr<asio::ssl::context> make_tls_context(const server_config& config) {
+  if (config.tls_cert_file.empty() && config.tls_key_file.empty()) return nullptr;
+  if (config.tls_cert_file.empty() || config.tls_key_file.empty()) {
+    throw std::runtime_error("TLS needs both a certificate and a key file");
+  }
+  auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  error_code ec;
+  context->use_certificate_chain_file(config.tls_cert_file, ec);
+  if (ec) {
+    throw std::runtime_error("cannot load the TLS certificate chain '" + config.tls_cert_file +
+                             "': " + ec.message());
+  }
+  context->use_private_key_file(config.tls_key_file, asio::ssl::context::pem, ec);
+  if (ec) {
+    throw std::runtime_error("cannot load the TLS key '" + config.tls_key_file +
+                             "': " + ec.message());
+  }
+  return context;
+}
+
+}  // namespace
 
 struct server::impl : std::enable_shared_from_this<impl> {
   impl(asio::io_context& io, server_config config)
@@ -28,6 +60,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   void start() {
     const server_config& config = state_->config;
+    tls_ = make_tls_context(config);
     const tcp::endpoint endpoint(asio::ip::make_address(config.host), config.port);
     acceptor_.open(endpoint.protocol());
     acceptor_.set_option(asio::socket_base::reuse_address(true));
@@ -59,7 +92,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
-      std::make_shared<detail::session>(std::move(socket), state_)->start();
+      detail::make_session(std::move(socket), state_, tls_.get())->start();
     }
   }
 
@@ -95,6 +128,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   asio::strand<asio::io_context::executor_type> strand_;
   tcp::acceptor acceptor_;
   asio::steady_timer grace_timer_;
+  std::unique_ptr<asio::ssl::context> tls_;  // null: plain ws://
   std::uint16_t port_ = 0;
 };
 

@@ -8,7 +8,7 @@ start_server() {
   "$@" --port 0 >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
-    PORT=$(sed -n 's/.*listening on ws:\/\/[^:]*:\([0-9]*\)\/ws.*/\1/p' "$SERVER_LOG" | head -1)
+    PORT=$(sed -n 's/.*listening on wss\{0,1\}:\/\/[^:]*:\([0-9]*\)\/ws.*/\1/p' "$SERVER_LOG" | head -1)
     [[ -n $PORT ]] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1

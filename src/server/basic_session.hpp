@@ -1,0 +1,153 @@
+// One WebSocket connection over some transport, from its first byte to its
+// close. `Transport` is the stream under the WebSocket: beast::tcp_stream,
+// beast::ssl_stream<beast::tcp_stream>, or an in-memory stream in the fuzzer.
+//
+// Everything of a session runs on its own strand: the TLS and HTTP phases,
+// then one reader (commands), one writer (the only caller of async_write,
+// draining the outbox) and one coroutine per run. No locks inside; other
+// threads reach a session only through shutdown() and force_close(), which
+// post to it.
+#pragma once
+
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/beast/websocket/stream.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agentws/events.hpp"
+#include "common/coalescing_stream.hpp"
+#include "common/outbox.hpp"
+#include "server/server_state.hpp"
+#include "server/session.hpp"
+
+namespace agentws::detail {
+
+// One active run: what cancel_run needs to stop it at once. Shared by the
+// registry and the run's coroutine, so the signal outlives the coroutine.
+struct run_state {
+  run_state(std::string id, run_params run_params) : run_id(std::move(id)), params(run_params) {}
+  const std::string run_id;
+  const run_params params;
+  boost::asio::cancellation_signal cancel_signal;
+  bool cancelled = false;
+  std::uint64_t next_step = 0;
+  unsigned emits_since_yield = 0;
+};
+
+// What a session needs of the lowest layer (the TCP stream, or the fuzzer's
+// in-memory one), beyond reading and writing.
+template <class Lowest>
+struct lowest_layer_ops;
+
+template <>
+struct lowest_layer_ops<boost::beast::tcp_stream> {
+  static void close(boost::beast::tcp_stream& stream) {
+    boost::system::error_code ignored;
+    stream.socket().close(ignored);
+  }
+  static void shutdown_send(boost::beast::tcp_stream& stream) {
+    boost::system::error_code ignored;
+    stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+  }
+  static void expires_after(boost::beast::tcp_stream& stream, std::chrono::milliseconds timeout) {
+    stream.expires_after(timeout);
+  }
+  static void expires_never(boost::beast::tcp_stream& stream) { stream.expires_never(); }
+};
+
+// Whether the transport needs a TLS handshake before HTTP.
+template <class Transport>
+inline constexpr bool is_tls_transport = false;
+template <class Next>
+inline constexpr bool is_tls_transport<boost::beast::ssl_stream<Next>> = true;
+
+template <class Transport>
+class basic_session final : public session {
+ public:
+  template <class... TransportArgs>
+  explicit basic_session(std::shared_ptr<server_state> state, TransportArgs&&... transport_args);
+  ~basic_session() override;
+
+  void start() override;
+  void shutdown() override;
+  void force_close() override;
+
+ private:
+  class run_handle;
+  // Frames pass through a coalescing layer: many events, one syscall.
+  using websocket_stream = boost::beast::websocket::stream<coalescing_stream<Transport>>;
+  using lowest_layer_type = boost::beast::lowest_layer_type<Transport>;
+  using lowest = lowest_layer_ops<lowest_layer_type>;
+
+  std::shared_ptr<basic_session> shared_self() {
+    return std::static_pointer_cast<basic_session>(shared_from_this());
+  }
+  Transport& transport() noexcept { return ws_.next_layer().next_layer(); }
+
+  boost::asio::awaitable<void> serve(std::shared_ptr<basic_session> self);
+  boost::asio::awaitable<bool> tls_handshake();
+  boost::asio::awaitable<bool> serve_http();
+  void configure_websocket();
+  boost::asio::awaitable<void> read_commands();
+  boost::asio::awaitable<void> write_frames(std::shared_ptr<basic_session> self);
+  boost::asio::awaitable<void> run_agent(std::shared_ptr<basic_session> self,
+                                         std::shared_ptr<run_state> run);
+
+  void handle_text(std::string_view text);
+  void start_run(start_run_command command);
+  void cancel_run(cancel_run_command command);
+  void cancel_all_runs(std::optional<cancel_reason> announce);
+  void forget_run(const std::shared_ptr<run_state>& run);
+  void send_error(const protocol_error& error);
+  void begin_shutdown();
+  void arm_send_watchdog();
+  // Sends 1008 behind what is buffered and closes the socket if that stalls too.
+  void close_slow_consumer();
+  void close_socket();
+
+  // Waits until the outbox is below its bound. False if it closed meanwhile
+  // or `run` (when given) was cancelled.
+  boost::asio::awaitable<bool> wait_for_room(const run_state* run);
+
+  // The current wall-clock time, formatted; valid until the next call.
+  std::string_view now();
+
+  std::shared_ptr<server_state> state_;
+  websocket_stream ws_;
+  boost::beast::flat_buffer read_buffer_;
+  outbox outbox_;
+  std::unordered_map<std::string, std::shared_ptr<run_state>> runs_;
+  timestamp_formatter clock_;
+  std::string now_;
+  std::uint64_t id_ = 0;
+  bool upgraded_ = false;
+  bool closing_ = false;
+  std::optional<boost::beast::websocket::close_reason> close_reason_;
+
+  // When the command being handled was read, and when each run_cancelled
+  // still in the outbox was answered (for the cancel-latency histogram).
+  std::chrono::steady_clock::time_point command_read_at_;
+  std::vector<std::chrono::steady_clock::time_point> cancels_in_outbox_;
+
+  // Slow-consumer detection: a writer waiting for the socket while no flush
+  // completes for send_timeout closes the connection.
+  boost::asio::steady_timer send_watchdog_;
+  bool watchdog_armed_ = false;
+  bool write_in_flight_ = false;
+  bool slow_close_started_ = false;
+};
+
+}  // namespace agentws::detail
+
+#include "server/basic_session_impl.hpp"

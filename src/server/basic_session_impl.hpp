@@ -1,0 +1,587 @@
+// basic_session's definitions; included by basic_session.hpp only.
+#pragma once
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+
+#include "server/http_routes.hpp"
+
+namespace agentws::detail {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using boost::system::error_code;
+
+namespace session_detail {
+
+inline constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+// A run streaming without pauses yields to the strand this often, so the
+// reader still sees cancel_run promptly while the outbox has room.
+inline constexpr unsigned emits_between_yields = 64;
+
+// Ends of a connection that are part of normal life: logged at debug only.
+inline bool is_expected_end(const error_code& ec) {
+  return ec == websocket::error::closed || ec == asio::error::eof ||
+         ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == beast::error::timeout ||
+         ec == http::error::end_of_stream;
+}
+
+inline std::string server_header(const server_config& config) {
+  return config.identity.name + "/" + config.identity.version;
+}
+
+}  // namespace session_detail
+
+using session_detail::emits_between_yields;
+using session_detail::is_expected_end;
+using session_detail::nothrow;
+using session_detail::server_header;
+
+// The run_context an agent sees: emits go through the session's outbox.
+template <class Transport>
+class basic_session<Transport>::run_handle final : public run_context {
+ public:
+  run_handle(basic_session& owner, std::shared_ptr<run_state> run)
+      : session_(owner), run_(std::move(run)) {}
+
+  const std::string& run_id() const noexcept override { return run_->run_id; }
+  const run_params& params() const noexcept override { return run_->params; }
+  bool cancelled() const noexcept override { return run_->cancelled; }
+
+  asio::awaitable<bool> emit(std::string_view text) override {
+    if (run_->cancelled) co_return false;
+    if (++run_->emits_since_yield >= emits_between_yields) {
+      run_->emits_since_yield = 0;
+      co_await asio::post(session_.ws_.get_executor(), asio::use_awaitable);
+    }
+    if (!co_await session_.wait_for_room(run_.get())) co_return false;
+    const std::uint64_t step = run_->next_step++;
+    session_.outbox_.push(
+        [&](std::string& out) { append_run_event(out, session_.now(), run_->run_id, step, text); });
+    co_return true;
+  }
+
+  asio::awaitable<bool> sleep_for(std::chrono::milliseconds duration) override {
+    if (run_->cancelled) co_return false;
+    if (duration.count() <= 0) {
+      co_await asio::post(session_.ws_.get_executor(), asio::use_awaitable);
+    } else {
+      asio::steady_timer timer(session_.ws_.get_executor(), duration);
+      co_await timer.async_wait(nothrow);
+    }
+    co_return !run_->cancelled;
+  }
+
+ private:
+  basic_session& session_;
+  std::shared_ptr<run_state> run_;
+};
+
+template <class Transport>
+template <class... TransportArgs>
+basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
+                                        TransportArgs&&... transport_args)
+    : state_(std::move(state)),
+      ws_(std::forward<TransportArgs>(transport_args)...),
+      outbox_(ws_.get_executor(), state_->config.outbox_bytes),
+      send_watchdog_(ws_.get_executor()) {
+  ws_.next_layer().set_capacity(state_->config.outbox_bytes);
+}
+
+template <class Transport>
+basic_session<Transport>::~basic_session() {
+  if (upgraded_) state_->close_websocket();
+  state_->remove_session(id_);
+}
+
+template <class Transport>
+void basic_session<Transport>::start() {
+  id_ = state_->add_session(shared_from_this());
+  asio::co_spawn(ws_.get_executor(), serve(shared_self()), [id = id_](std::exception_ptr failure) {
+    if (!failure) return;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      spdlog::error("conn {}: session failed: {}", id, e.what());
+    }
+  });
+}
+
+template <class Transport>
+void basic_session<Transport>::shutdown() {
+  asio::dispatch(ws_.get_executor(), [self = shared_self()] { self->begin_shutdown(); });
+}
+
+template <class Transport>
+void basic_session<Transport>::force_close() {
+  asio::dispatch(ws_.get_executor(), [self = shared_self()] { self->close_socket(); });
+}
+
+template <class Transport>
+void basic_session<Transport>::close_socket() {
+  lowest::close(beast::get_lowest_layer(ws_));
+}
+
+template <class Transport>
+std::string_view basic_session<Transport>::now() {
+  now_.clear();
+  clock_.append(now_, wall_clock::now());
+  return now_;
+}
+
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::serve(std::shared_ptr<basic_session> self) {
+  // A stop that began before this session registered must still reach it.
+  if (state_->stopping()) co_return;
+  if constexpr (is_tls_transport<Transport>) {
+    if (!co_await tls_handshake()) co_return;
+  }
+  if (!co_await serve_http()) co_return;
+
+  spdlog::debug("conn {}: websocket open", id_);
+  outbox_.push([&](std::string& out) {
+    append_connected(out, now(), state_->config.identity, state_->config.limits,
+                     state_->config.default_params);
+  });
+  asio::co_spawn(ws_.get_executor(), write_frames(self), [id = id_](std::exception_ptr failure) {
+    if (!failure) return;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      spdlog::error("conn {}: writer failed: {}", id, e.what());
+    }
+  });
+  if (state_->stopping()) begin_shutdown();
+
+  co_await read_commands();
+
+  // The peer is gone or the close handshake is done: nothing more reaches it.
+  cancel_all_runs(std::nullopt);
+  outbox_.close();
+  send_watchdog_.cancel();  // its wait holds the session alive
+  spdlog::debug("conn {}: websocket closed", id_);
+}
+
+template <class Transport>
+asio::awaitable<bool> basic_session<Transport>::tls_handshake() {
+  auto& tcp = beast::get_lowest_layer(ws_);
+  lowest::expires_after(tcp, state_->config.handshake_timeout);
+  auto [ec] = co_await transport().async_handshake(asio::ssl::stream_base::server, nothrow);
+  if (ec) {
+    // Port scanners, plain-HTTP clients and clients that do not trust our
+    // certificate all end here: normal on a public port, so not a warning.
+    spdlog::debug("conn {}: TLS handshake failed: {}", id_, ec.message());
+    close_socket();
+    co_return false;
+  }
+  co_return true;
+}
+
+template <class Transport>
+asio::awaitable<bool> basic_session<Transport>::serve_http() {
+  const server_config& config = state_->config;
+  const std::string server_name = server_header(config);
+  // HTTP goes straight to the transport: the coalescing layer is for frames.
+  Transport& stream = transport();
+  auto& tcp = beast::get_lowest_layer(ws_);
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(16 * 1024);
+    parser.body_limit(16 * 1024);
+    lowest::expires_after(tcp, config.handshake_timeout);
+    auto [read_error, read_bytes] =
+        co_await http::async_read(stream, read_buffer_, parser, nothrow);
+    if (read_error) {
+      if (read_error == http::error::header_limit) {
+        auto response = make_status_response(http::status::request_header_fields_too_large, 11,
+                                             server_name, "Request Header Fields Too Large");
+        co_await http::async_write(stream, response, nothrow);
+      } else if (read_error == http::error::body_limit) {
+        auto response = make_status_response(http::status::payload_too_large, 11, server_name,
+                                             "Content Too Large");
+        co_await http::async_write(stream, response, nothrow);
+      } else if (!is_expected_end(read_error)) {
+        spdlog::debug("conn {}: bad HTTP request: {}", id_, read_error.message());
+        auto response =
+            make_status_response(http::status::bad_request, 11, server_name, "Bad Request");
+        co_await http::async_write(stream, response, nothrow);
+      }
+      close_socket();
+      co_return false;
+    }
+
+    http_request& request = parser.get();
+    const bool upgrade = websocket::is_upgrade(request) && is_websocket_path(request.target());
+    const bool needs_token = upgrade || target_path(request.target()) == "/metrics";
+    if (auto refusal = check_access(request, state_->access, needs_token)) {
+      spdlog::info("conn {}: refused {} {}: {}", id_, std::string(request.method_string()),
+                   std::string(target_path(request.target())), refusal->reason);
+      auto response =
+          make_status_response(refusal->status, request.version(), server_name, refusal->reason);
+      if (refusal->status == http::status::unauthorized) {
+        response.set(http::field::www_authenticate, "Bearer");
+      }
+      co_await http::async_write(stream, response, nothrow);
+      close_socket();
+      co_return false;
+    }
+    if (upgrade) {
+      if (state_->stopping() || !state_->try_open_websocket()) {
+        auto response =
+            make_status_response(http::status::service_unavailable, request.version(), server_name,
+                                 "Service Unavailable: connection limit reached");
+        response.set(http::field::retry_after, "1");
+        co_await http::async_write(stream, response, nothrow);
+        close_socket();
+        co_return false;
+      }
+      upgraded_ = true;
+      // From here on the WebSocket's own timeouts govern the connection.
+      lowest::expires_never(tcp);
+      configure_websocket();
+      auto [accept_error] = co_await ws_.async_accept(request, nothrow);
+      if (accept_error) {
+        spdlog::debug("conn {}: websocket handshake failed: {}", id_, accept_error.message());
+        close_socket();
+        co_return false;
+      }
+      // Bytes read past the request would be taken as the start of a frame;
+      // a client must wait for the 101 anyway (RFC 6455 4.1), so drop them.
+      read_buffer_.consume(read_buffer_.size());
+      co_return true;
+    }
+
+    http_response response =
+        answer_http(request, server_name, {[this] { return state_->counters.render_metrics(); }});
+    const bool keep_alive = response.keep_alive();
+    auto [write_error, written] = co_await http::async_write(stream, response, nothrow);
+    if (write_error || !keep_alive) {
+      lowest::shutdown_send(tcp);
+      close_socket();
+      co_return false;
+    }
+  }
+}
+
+template <class Transport>
+void basic_session<Transport>::configure_websocket() {
+  const server_config& config = state_->config;
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = config.handshake_timeout;
+  timeouts.idle_timeout = config.idle_timeout;
+  timeouts.keep_alive_pings = true;
+  ws_.set_option(timeouts);
+  ws_.set_option(websocket::stream_base::decorator(
+      [name = server_header(config)](websocket::response_type& response) {
+        response.set(http::field::server, name);
+      }));
+  ws_.read_message_max(config.limits.max_message_bytes);
+  ws_.auto_fragment(false);
+  ws_.text(true);
+}
+
+template <class Transport>
+asio::awaitable<bool> basic_session<Transport>::wait_for_room(const run_state* run) {
+  for (;;) {
+    if (outbox_.closed() || (run && run->cancelled)) co_return false;
+    if (outbox_.has_room()) co_return true;
+    state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
+    co_await outbox_.wait_for_change();
+  }
+}
+
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::read_commands() {
+  for (;;) {
+    auto [ec, bytes] = co_await ws_.async_read(read_buffer_, nothrow);
+    if (ec) {
+      if (is_expected_end(ec)) {
+        spdlog::debug("conn {}: read ended: {}", id_, ec.message());
+      } else {
+        spdlog::info("conn {}: connection failed: {}", id_, ec.message());
+      }
+      co_return;
+    }
+    command_read_at_ = std::chrono::steady_clock::now();
+    if (!closing_) {
+      if (ws_.got_text()) {
+        const auto data = read_buffer_.cdata();
+        handle_text(std::string_view(static_cast<const char*>(data.data()), data.size()));
+      } else {
+        send_error(binary_frame_error());
+      }
+    }
+    read_buffer_.consume(read_buffer_.size());
+    // Backpressure on commands too: a peer that sends but does not read stops
+    // being read once its outbox is full (until close, which still gets read).
+    while (!outbox_.has_room() && !outbox_.closed()) {
+      state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
+      co_await outbox_.wait_for_change();
+    }
+  }
+}
+
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::write_frames(
+    [[maybe_unused]] std::shared_ptr<basic_session> self) {
+  // Data frames skip Beast's per-message write: the writer frames a whole
+  // batch straight into the coalescing layer (server frames are unmasked and
+  // uncompressed), so a batch costs one copy and one socket write. Beast's
+  // own frames (pongs, the close) still go through it, whole, in between.
+  auto& layer = ws_.next_layer();
+  frame_batch batch;
+  for (;;) {
+    co_await outbox_.wait_for_frames();
+    if (outbox_.empty()) break;  // closed and drained
+    outbox_.take(batch);
+    // The peer is closing or gone, or we are closing a slow consumer (its
+    // close frame is already behind the last frame it will get).
+    if (!ws_.is_open() || layer.error() || slow_close_started_) break;
+    std::string& wire = layer.raw_buffer();
+    for (std::size_t i = 0; i < batch.size(); ++i)
+      append_text_frame(wire, batch.frame(i));
+    layer.flush();
+    auto& counters = state_->counters;
+    counters.write_batch_frames.observe(static_cast<double>(batch.size()));
+    if (!cancels_in_outbox_.empty()) {
+      const auto flushed_at = std::chrono::steady_clock::now();
+      for (const auto read_at : cancels_in_outbox_) {
+        counters.cancel_latency_seconds.observe(
+            std::chrono::duration<double>(flushed_at - read_at).count());
+      }
+      cancels_in_outbox_.clear();
+    }
+    state_->counters.frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
+    state_->counters.bytes_sent.fetch_add(batch.bytes(), std::memory_order_relaxed);
+    if (!layer.has_room()) {
+      write_in_flight_ = true;
+      arm_send_watchdog();
+      co_await layer.async_wait_room(nothrow);  // a failure shows in layer.error()
+      write_in_flight_ = false;
+    }
+    if (layer.error()) {
+      if (!is_expected_end(layer.error())) {
+        spdlog::info("conn {}: write failed: {}", id_, layer.error().message());
+      }
+      break;
+    }
+  }
+  if (!slow_close_started_) send_watchdog_.cancel();  // else it is the close deadline
+  if (layer.error()) {
+    outbox_.close();
+    close_socket();
+    co_return;
+  }
+  if (close_reason_ && ws_.is_open()) {
+    auto [ec] = co_await ws_.async_close(*close_reason_, nothrow);
+    if (ec && !is_expected_end(ec)) spdlog::debug("conn {}: close failed: {}", id_, ec.message());
+  }
+}
+
+template <class Transport>
+void basic_session<Transport>::arm_send_watchdog() {
+  if (watchdog_armed_) return;
+  watchdog_armed_ = true;
+  send_watchdog_.expires_after(state_->config.send_timeout);
+  send_watchdog_.async_wait(
+      [self = shared_self(), seen = ws_.next_layer().flushes_completed()](const error_code& ec) {
+        self->watchdog_armed_ = false;
+        if (ec || !self->write_in_flight_) return;
+        if (self->ws_.next_layer().flushes_completed() != seen) {
+          self->arm_send_watchdog();  // slow but moving: look again later
+          return;
+        }
+        self->close_slow_consumer();
+      });
+}
+
+template <class Transport>
+void basic_session<Transport>::close_slow_consumer() {
+  spdlog::warn("conn {}: closing slow consumer: nothing taken for {} ms ({} bytes queued)", id_,
+               state_->config.send_timeout.count(),
+               outbox_.queued_bytes() + ws_.next_layer().buffered_bytes());
+  state_->counters.slow_consumer_closes.fetch_add(1, std::memory_order_relaxed);
+  // Runs stop at once and memory stops growing; what is already buffered
+  // stays, in order, ahead of the close frame: a client that reads again
+  // gets every event it was sent, then 1008, and knows where its stream ended.
+  closing_ = true;
+  slow_close_started_ = true;
+  cancel_all_runs(std::nullopt);
+  outbox_.close();
+  asio::co_spawn(
+      ws_.get_executor(),
+      [](std::shared_ptr<basic_session> self) -> asio::awaitable<void> {
+        auto [ec] = co_await self->ws_.async_close(
+            websocket::close_reason(websocket::close_code::policy_error, "slow consumer"), nothrow);
+        if (ec && !is_expected_end(ec)) {
+          spdlog::debug("conn {}: close failed: {}", self->id_, ec.message());
+        }
+      }(shared_self()),
+      asio::detached);
+  // A peer that still takes nothing cannot get the close frame either: the
+  // socket closes after the closing-handshake time.
+  send_watchdog_.expires_after(state_->config.handshake_timeout);
+  send_watchdog_.async_wait([self = shared_self()](const error_code& ec) {
+    if (!ec) self->close_socket();
+  });
+}
+
+template <class Transport>
+void basic_session<Transport>::handle_text(std::string_view text) {
+  parse_result result = parse_command(text, state_->config.limits);
+  if (auto* error = std::get_if<protocol_error>(&result)) {
+    send_error(*error);
+    return;
+  }
+  std::visit(
+      [this](auto&& command) {
+        using command_type = std::decay_t<decltype(command)>;
+        if constexpr (std::is_same_v<command_type, start_run_command>) {
+          start_run(std::move(command));
+        } else {
+          cancel_run(std::move(command));
+        }
+      },
+      std::get<command>(std::move(result)));
+}
+
+template <class Transport>
+void basic_session<Transport>::send_error(const protocol_error& error) {
+  state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
+  state_->counters.errors_by_code[static_cast<std::size_t>(error.code)].fetch_add(
+      1, std::memory_order_relaxed);
+  outbox_.push([&](std::string& out) { append_error(out, now(), error); });
+}
+
+template <class Transport>
+void basic_session<Transport>::start_run(start_run_command command) {
+  const protocol_limits& limits = state_->config.limits;
+  if (runs_.contains(command.run_id)) {
+    send_error(run_already_active_error(std::move(command.run_id), std::move(command.request_id)));
+    return;
+  }
+  if (runs_.size() >= limits.max_active_runs) {
+    send_error(too_many_runs_error(std::move(command.run_id), std::move(command.request_id),
+                                   limits.max_active_runs));
+    return;
+  }
+  auto run = std::make_shared<run_state>(command.run_id,
+                                         command.params.apply_to(state_->config.default_params));
+  runs_.emplace(run->run_id, run);
+  state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);
+  outbox_.push(
+      [&](std::string& out) { append_run_started(out, now(), run->run_id, command.request_id); });
+  spdlog::debug("conn {}: run {} started", id_, printable(run->run_id));
+
+  asio::co_spawn(ws_.get_executor(), run_agent(shared_self(), run),
+                 asio::bind_cancellation_slot(
+                     run->cancel_signal.slot(), [run, id = id_](std::exception_ptr failure) {
+                       // `run` is captured so its signal outlives the coroutine.
+                       if (!failure) return;
+                       try {
+                         std::rethrow_exception(failure);
+                       } catch (const boost::system::system_error& e) {
+                         if (e.code() != asio::error::operation_aborted) {
+                           spdlog::error("conn {}: run {} failed: {}", id, printable(run->run_id),
+                                         printable(e.what()));
+                         }
+                       } catch (const std::exception& e) {
+                         spdlog::error("conn {}: run {} failed: {}", id, printable(run->run_id),
+                                       printable(e.what()));
+                       }
+                     }));
+}
+
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::run_agent(
+    [[maybe_unused]] std::shared_ptr<basic_session> self, std::shared_ptr<run_state> run) {
+  run_handle handle(*this, run);
+  std::string failure;
+  try {
+    co_await state_->agent().run(handle);
+  } catch (const std::exception& e) {
+    if (!run->cancelled) failure = e.what()[0] ? e.what() : "agent failed";
+  } catch (...) {
+    if (!run->cancelled) failure = "agent failed with an unknown exception";
+  }
+  if (!failure.empty()) {
+    spdlog::warn("conn {}: run {} failed: {}", id_, printable(run->run_id), printable(failure));
+  }
+  if (co_await wait_for_room(run.get())) {
+    outbox_.push([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); });
+    state_->counters.runs_done.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("conn {}: run {} done", id_, printable(run->run_id));
+  }
+  forget_run(run);
+}
+
+template <class Transport>
+void basic_session<Transport>::forget_run(const std::shared_ptr<run_state>& run) {
+  // A cancelled run's id may already belong to a newer run: erase only our own.
+  auto it = runs_.find(run->run_id);
+  if (it != runs_.end() && it->second == run) runs_.erase(it);
+}
+
+template <class Transport>
+void basic_session<Transport>::cancel_run(cancel_run_command command) {
+  auto it = runs_.find(command.run_id);
+  if (it == runs_.end()) {
+    send_error(run_not_active_error(std::move(command.run_id), std::move(command.request_id)));
+    return;
+  }
+  std::shared_ptr<run_state> run = std::move(it->second);
+  runs_.erase(it);
+  // Everything below happens before the next command is read: a start_run of
+  // the same id right after this one starts a fresh run.
+  run->cancelled = true;
+  run->cancel_signal.emit(asio::cancellation_type::terminal);
+  state_->counters.runs_cancelled_client.fetch_add(1, std::memory_order_relaxed);
+  outbox_.push([&](std::string& out) {
+    append_run_cancelled(out, now(), run->run_id, cancel_reason::client, command.request_id);
+  });
+  cancels_in_outbox_.push_back(command_read_at_);
+  spdlog::debug("conn {}: run {} cancelled by client", id_, printable(run->run_id));
+}
+
+template <class Transport>
+void basic_session<Transport>::cancel_all_runs(std::optional<cancel_reason> announce) {
+  auto& counter = announce ? state_->counters.runs_cancelled_shutdown
+                           : state_->counters.runs_cancelled_disconnect;
+  for (auto& [run_id, run] : runs_) {
+    run->cancelled = true;
+    run->cancel_signal.emit(asio::cancellation_type::terminal);
+    counter.fetch_add(1, std::memory_order_relaxed);
+    if (announce) {
+      outbox_.push([&](std::string& out) {
+        append_run_cancelled(out, now(), run->run_id, *announce, std::nullopt);
+      });
+    }
+  }
+  runs_.clear();
+}
+
+template <class Transport>
+void basic_session<Transport>::begin_shutdown() {
+  if (!upgraded_) {
+    close_socket();  // still in the HTTP phase: nothing to say goodbye to
+    return;
+  }
+  if (closing_) return;
+  closing_ = true;
+  cancel_all_runs(cancel_reason::shutdown);
+  close_reason_ = websocket::close_reason(websocket::close_code::going_away, "server shutdown");
+  outbox_.close();  // the writer drains what is queued, then sends the close
+}
+
+}  // namespace agentws::detail
