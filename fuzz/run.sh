@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the protocol fuzzers (libFuzzer + ASan + UBSan, clang) in build-fuzz/
+# Builds the fuzzers (libFuzzer + ASan + UBSan, clang) in build-fuzz/
 # and runs each for SECONDS (default 60) over a fresh copy of its seed corpus.
 # Prints executions and coverage per target, and any crash with its input.
 # Exits 1 if a fuzzer found something, 2 if it could not build or run.
@@ -64,10 +64,21 @@ cat >"$dict" <<'DICT'
 "\"error\""
 "\"step\""
 "\"ok\""
+"\x0a--8<--\x0a"
+"GET /ws HTTP/1.1\x0d\x0a"
+"Host: 127.0.0.1\x0d\x0a"
+"Upgrade: websocket\x0d\x0a"
+"Connection: Upgrade\x0d\x0a"
+"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\x0d\x0a"
+"Sec-WebSocket-Version: 13\x0d\x0a"
+"\x0d\x0a\x0d\x0a"
+"\x81\x80\x00\x00\x00\x00"
+"\x88\x82\x00\x00\x00\x00\x03\xe8"
+"\x89\x80\x00\x00\x00\x00"
 DICT
 
 status=0
-for target in parse_command event_roundtrip; do
+for target in parse_command event_roundtrip session; do
   work="$build/work/$target"
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts"

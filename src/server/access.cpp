@@ -1,6 +1,10 @@
 #include "server/access.hpp"
 
+#include <boost/asio/ip/address.hpp>
+
 #include <algorithm>
+
+#include "agentws/server.hpp"
 
 namespace agentws::detail {
 
@@ -96,3 +100,13 @@ std::optional<access_refusal> check_access(const http_request& request, const ac
 }
 
 }  // namespace agentws::detail
+
+namespace agentws {
+
+bool is_loopback_address(const std::string& host) {
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(host, ec);
+  return !ec && address.is_loopback();
+}
+
+}  // namespace agentws

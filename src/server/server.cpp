@@ -132,12 +132,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::uint16_t port_ = 0;
 };
 
-bool is_loopback_address(const std::string& host) {
-  boost::system::error_code ec;
-  const auto address = asio::ip::make_address(host, ec);
-  return !ec && address.is_loopback();
-}
-
 server::server(asio::io_context& io, server_config config)
     : impl_(std::make_shared<impl>(io, std::move(config))) {}
 
