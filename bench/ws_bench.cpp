@@ -3,11 +3,12 @@
 // cancel (time from cancel_run to run_cancelled), idle (server memory per open
 // connection) and connect (handshakes per second).
 //
-// The client must never be the bottleneck, so it talks Beast directly (no
-// per-connection writer coroutine, no type-erased executor in the hot path)
-// and reads events by scanning for the few fields it checks instead of
-// parsing each frame as a JSON document. It still checks every run's order:
-// run_started, run_events with steps 0..S-1 in order, exactly one terminal.
+// The client must never be the bottleneck. It uses Beast for the handshake
+// and the close only; flood and cancel read frames straight from the socket
+// (many per system call) and read each event with a strict parser of the
+// envelope that falls back to the full JSON parser (event_reading.hpp). It
+// still checks every run's order: run_started, run_events with steps 0..S-1
+// in order, exactly one terminal.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -29,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -42,6 +44,7 @@
 
 #include "agentws/client.hpp"
 #include "agentws/events.hpp"
+#include "event_reading.hpp"
 
 // Beast's websocket stream reads at most 1536 bytes per read_some, one system
 // call per dozen small events. A read buffer under it takes whatever the
@@ -72,6 +75,12 @@ using steady = std::chrono::steady_clock;
 using ordered_json = nlohmann::ordered_json;
 
 constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+using agentws::bench::event_reader;
+using agentws::bench::event_view;
+using agentws::bench::frame_reader;
+using agentws::bench::parse_digits;
+using agentws::bench::ts_parser;
 
 // --- Options ---
 
@@ -105,155 +114,12 @@ struct target {
   std::string path;         // "/ws"
 };
 
-// --- Reading events cheaply ---
+// --- Reading events ---
 
 // Microseconds since the epoch on the wall clock (what event `ts` fields use).
 std::int64_t wall_now_us() {
   using namespace std::chrono;
   return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-}
-
-bool parse_digits(std::string_view text, std::int64_t& value) {
-  if (text.empty()) return false;
-  value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    value = value * 10 + (c - '0');
-  }
-  return true;
-}
-
-// Parses RFC 3339 timestamps ("2026-11-25T17:36:10.123456+00:00", also "Z",
-// other offsets, 0 to 9 fraction digits). The date-and-time prefix changes
-// once a second, so its conversion to epoch seconds is cached.
-class ts_parser {
- public:
-  std::optional<std::int64_t> micros(std::string_view ts) {
-    if (ts.size() < 20 || ts[4] != '-' || ts[7] != '-' || ts[10] != 'T' || ts[13] != ':' ||
-        ts[16] != ':') {
-      return std::nullopt;
-    }
-    if (!cached_ || std::memcmp(prefix_, ts.data(), 19) != 0) {
-      if (!convert_prefix(ts.substr(0, 19))) return std::nullopt;
-    }
-    std::size_t at = 19;
-    std::int64_t fraction_us = 0;
-    if (ts[at] == '.') {
-      ++at;
-      int digits = 0;
-      std::int64_t fraction = 0;
-      while (at < ts.size() && ts[at] >= '0' && ts[at] <= '9') {
-        if (digits < 6) {
-          fraction = fraction * 10 + (ts[at] - '0');
-          ++digits;
-        }
-        ++at;
-      }
-      if (digits == 0) return std::nullopt;
-      for (; digits < 6; ++digits)
-        fraction *= 10;
-      fraction_us = fraction;
-    }
-    const std::string_view offset = ts.substr(at);
-    std::int64_t offset_s = 0;
-    if (offset == "Z" || offset == "+00:00") {
-      offset_s = 0;
-    } else if (offset.size() == 6 && (offset[0] == '+' || offset[0] == '-') && offset[3] == ':') {
-      std::int64_t hours = 0;
-      std::int64_t minutes = 0;
-      if (!parse_digits(offset.substr(1, 2), hours) ||
-          !parse_digits(offset.substr(4, 2), minutes)) {
-        return std::nullopt;
-      }
-      offset_s = (hours * 3600 + minutes * 60) * (offset[0] == '+' ? 1 : -1);
-    } else {
-      return std::nullopt;
-    }
-    return (second_ - offset_s) * 1'000'000 + fraction_us;
-  }
-
- private:
-  bool convert_prefix(std::string_view prefix) {
-    std::int64_t year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
-    if (!parse_digits(prefix.substr(0, 4), year) || !parse_digits(prefix.substr(5, 2), month) ||
-        !parse_digits(prefix.substr(8, 2), day) || !parse_digits(prefix.substr(11, 2), hour) ||
-        !parse_digits(prefix.substr(14, 2), minute) ||
-        !parse_digits(prefix.substr(17, 2), second)) {
-      return false;
-    }
-    using namespace std::chrono;
-    const year_month_day date{std::chrono::year(static_cast<int>(year)),
-                              std::chrono::month(static_cast<unsigned>(month)),
-                              std::chrono::day(static_cast<unsigned>(day))};
-    if (!date.ok() || hour > 23 || minute > 59 || second > 60) return false;
-    second_ =
-        sys_days(date).time_since_epoch().count() * 86'400 + hour * 3600 + minute * 60 + second;
-    std::memcpy(prefix_, prefix.data(), 19);
-    cached_ = true;
-    return true;
-  }
-
-  char prefix_[19] = {};
-  bool cached_ = false;
-  std::int64_t second_ = 0;
-};
-
-// Where the value of `"key"` starts (after optional spaces, a colon, optional
-// spaces), searching from `from`; npos if the key is absent. Peers differ in
-// spacing: Python writes `"step": 3`, JSON.stringify writes `"step":3`.
-std::size_t find_value(std::string_view text, std::string_view quoted_key, std::size_t from = 0) {
-  for (;;) {
-    const std::size_t key = text.find(quoted_key, from);
-    if (key == std::string_view::npos) return key;
-    std::size_t at = key + quoted_key.size();
-    while (at < text.size() && text[at] == ' ')
-      ++at;
-    if (at < text.size() && text[at] == ':') {
-      ++at;
-      while (at < text.size() && text[at] == ' ')
-        ++at;
-      return at;
-    }
-    from = key + 1;
-  }
-}
-
-// A JSON string value without escapes starting at `at` (the opening quote).
-std::optional<std::string_view> plain_string_at(std::string_view text, std::size_t at) {
-  if (at == std::string_view::npos || at >= text.size() || text[at] != '"') return std::nullopt;
-  const std::size_t end = text.find('"', at + 1);
-  if (end == std::string_view::npos) return std::nullopt;
-  const std::string_view value = text.substr(at + 1, end - at - 1);
-  if (value.find('\\') != std::string_view::npos) return std::nullopt;
-  return value;
-}
-
-struct scanned_event {
-  agentws::event_kind kind = agentws::event_kind::unknown;
-  std::string_view run_id;  // empty if absent
-  std::int64_t step = -1;   // run_event only
-  std::optional<std::int64_t> ts_us;
-};
-
-// The fields the benchmark checks, found by substring search. False if the
-// frame has no readable event_type.
-bool scan_event(std::string_view text, ts_parser& timestamps, scanned_event& out) {
-  const auto type = plain_string_at(text, find_value(text, "\"event_type\""));
-  if (!type) return false;
-  out.kind = agentws::event_kind_from(*type);
-  out.run_id = plain_string_at(text, find_value(text, "\"run_id\"")).value_or(std::string_view{});
-  if (const auto ts = plain_string_at(text, find_value(text, "\"ts\""))) {
-    out.ts_us = timestamps.micros(*ts);
-  }
-  if (out.kind == agentws::event_kind::run_event) {
-    const std::size_t at = find_value(text, "\"step\"");
-    if (at != std::string_view::npos) {
-      std::int64_t step = 0;
-      const auto [end, ec] = std::from_chars(text.data() + at, text.data() + text.size(), step);
-      if (ec == std::errc{} && end != text.data() + at) out.step = step;
-    }
-  }
-  return true;
 }
 
 std::string_view kind_name(agentws::event_kind kind) {
@@ -288,9 +154,31 @@ std::string excerpt(std::string_view text) {
 
 // --- Measuring the server from /proc ---
 
-// utime + stime of every thread of `pid`, in seconds; nullopt if unreadable.
+// CPU time of every thread of `pid` in seconds from the scheduler's
+// nanosecond counters (/proc/PID/task/TID/schedstat); nullopt if unreadable.
+// Threads that exited in between are missed: servers keep theirs.
+std::optional<double> process_schedstat_seconds(int pid) {
+  std::error_code ec;
+  std::filesystem::directory_iterator tasks("/proc/" + std::to_string(pid) + "/task", ec);
+  if (ec) return std::nullopt;
+  unsigned long long total_ns = 0;
+  bool any = false;
+  for (const auto& task : tasks) {
+    std::ifstream file(task.path() / "schedstat");
+    unsigned long long on_cpu_ns = 0;
+    if (!(file >> on_cpu_ns)) continue;
+    total_ns += on_cpu_ns;
+    any = true;
+  }
+  if (!any) return std::nullopt;
+  return static_cast<double>(total_ns) / 1e9;
+}
+
+// CPU time of `pid` in seconds: schedstat if the kernel has it, else utime +
+// stime from /proc/PID/stat (10 ms ticks); nullopt if unreadable.
 std::optional<double> process_cpu_seconds(int pid) {
   if (pid <= 0) return std::nullopt;
+  if (const auto precise = process_schedstat_seconds(pid)) return precise;
   std::ifstream file("/proc/" + std::to_string(pid) + "/stat");
   std::string stat;
   if (!std::getline(file, stat)) return std::nullopt;
@@ -385,20 +273,25 @@ struct round_result {
 
 // --- Connections and the I/O threads ---
 
-constexpr std::size_t read_buffer_bytes = 64 * 1024;
+// Beast reads only the handshake, `connected`, and the close: a small
+// read-ahead is enough (flood and cancel read through frame_reader).
+constexpr std::size_t beast_read_ahead_bytes = 4 * 1024;
 
 struct bench_connection {
   explicit bench_connection(asio::io_context& io) : ws(io) {
     // Reads are sized by the buffer's capacity (at least 512 bytes), not by
     // capacity(): without the reserve every read would take 512 bytes.
-    ws.next_layer().capacity(read_buffer_bytes);
-    ws.next_layer().buffer().reserve(read_buffer_bytes);
+    ws.next_layer().capacity(beast_read_ahead_bytes);
+    ws.next_layer().buffer().reserve(beast_read_ahead_bytes);
+    ws.secure_prng(false);  // mask keys need no cryptographic generator here
   }
 
   tcp::socket& socket() { return ws.next_layer().next_layer(); }
 
   websocket::stream<beast::bench_socket> ws;
   beast::flat_buffer buffer;
+  frame_reader reader;
+  event_reader events_read;
   ts_parser timestamps;
   failure_log failures;
   bool open = false;
@@ -507,9 +400,9 @@ asio::awaitable<bool> open_connection(bench_connection& c, const target& to) {
     c.abort();
     co_return false;
   }
-  scanned_event event;
+  event_view event;
   const std::string_view text = c.text(size);
-  if (!scan_event(text, c.timestamps, event) || event.kind != agentws::event_kind::connected) {
+  if (!c.events_read.read(text, event) || event.kind != agentws::event_kind::connected) {
     c.failures.violation("first frame is not connected: " + excerpt(text));
   }
   c.buffer.consume(size);
@@ -524,6 +417,59 @@ asio::awaitable<bool> send_text(bench_connection& c, std::string text) {
     co_return false;
   }
   co_return true;
+}
+
+asio::awaitable<bool> send_pongs(bench_connection& c) {
+  std::string& pongs = c.reader.pongs();
+  if (pongs.empty()) co_return true;
+  auto [ec, written] = co_await asio::async_write(c.socket(), asio::buffer(pongs), nothrow);
+  pongs.clear();
+  if (ec) {
+    c.failures.error("write: " + ec.message());
+    co_return false;
+  }
+  co_return true;
+}
+
+// The next text message through c.reader, reading as needed; nullopt (with
+// the reason recorded) if the connection failed or closed.
+asio::awaitable<std::optional<std::string_view>> next_message(bench_connection& c) {
+  for (;;) {
+    std::string_view text;
+    switch (c.reader.next(text)) {
+      case frame_reader::result::message:
+        co_return text;
+      case frame_reader::result::need_more:
+        break;
+      case frame_reader::result::closed:
+        c.failures.error("the server closed the connection (" +
+                         std::to_string(c.reader.close_code()) + ")");
+        c.open = false;
+        co_return std::nullopt;
+      case frame_reader::result::failed:
+        c.failures.violation(c.reader.why());
+        c.abort();
+        c.open = false;
+        co_return std::nullopt;
+    }
+    if (!co_await send_pongs(c)) co_return std::nullopt;
+    const error_code ec = co_await c.reader.fill(c.socket());
+    if (ec) {
+      c.failures.error("read: " + ec.message());
+      c.open = false;
+      co_return std::nullopt;
+    }
+  }
+}
+
+// After the last expected event nothing else may have arrived; the close
+// handshake goes through Beast again, which cannot see bytes read here.
+void check_reader_drained(bench_connection& c) {
+  if (c.reader.buffered() == 0) return;
+  c.failures.violation(std::to_string(c.reader.buffered()) +
+                       " bytes arrived after the last expected event");
+  c.abort();
+  c.open = false;
 }
 
 // open_connection as a spawnable task. (Coroutine lambdas with captures are
@@ -558,9 +504,77 @@ std::int64_t flood_run_index(std::string_view run_id, std::size_t runs) {
   return index < static_cast<std::int64_t>(runs) ? index : -1;
 }
 
+// Checks one flood event against its run's track. True if it ended a run
+// (its terminal event, or an error for it: the run will not come).
+bool check_flood_event(bench_connection& c, std::string_view text, std::int64_t received_us,
+                       std::vector<run_track>& track, std::int64_t steps) {
+  event_view event;
+  if (!c.events_read.read(text, event)) {
+    c.failures.violation("unreadable event: " + excerpt(text));
+    return false;
+  }
+  const auto ts_us = event.ts.empty() ? std::nullopt : c.timestamps.micros(event.ts);
+  if (!ts_us) c.failures.violation("missing or bad ts: " + excerpt(text));
+  const std::int64_t index = flood_run_index(event.run_id, track.size());
+  run_track* run = index >= 0 ? &track[static_cast<std::size_t>(index)] : nullptr;
+  const bool run_event_kind = event.kind == agentws::event_kind::run_started ||
+                              event.kind == agentws::event_kind::run_event ||
+                              event.kind == agentws::event_kind::run_done ||
+                              event.kind == agentws::event_kind::run_cancelled;
+  if (run_event_kind && !run) {
+    c.failures.violation(std::string(kind_name(event.kind)) +
+                         " for an unknown run: " + excerpt(text));
+  } else if (run_event_kind && run->ended) {
+    c.failures.violation(std::string(kind_name(event.kind)) +
+                         " after the run's terminal: " + excerpt(text));
+  } else if (run_event_kind && !run->started && event.kind != agentws::event_kind::run_started) {
+    c.failures.violation(std::string(kind_name(event.kind)) +
+                         " before run_started: " + excerpt(text));
+  }
+  switch (event.kind) {
+    case agentws::event_kind::run_started:
+      if (run && run->started) c.failures.violation("second run_started: " + excerpt(text));
+      if (run) run->started = true;
+      return false;
+    case agentws::event_kind::run_event: {
+      const std::int64_t step = event.step ? static_cast<std::int64_t>(*event.step) : -1;
+      if (run && run->started && !run->ended) {
+        if (step != run->next_step) {
+          c.failures.violation("step " + std::to_string(step) + ", expected " +
+                               std::to_string(run->next_step) + ": " + excerpt(text));
+        }
+        run->next_step = step + 1;  // resynchronise: one fault, one violation
+      }
+      if (ts_us) c.latency_us.push_back(static_cast<double>(received_us - *ts_us));
+      return false;
+    }
+    case agentws::event_kind::run_done:
+    case agentws::event_kind::run_cancelled:
+      if (event.kind == agentws::event_kind::run_cancelled) {
+        c.failures.violation("unexpected run_cancelled: " + excerpt(text));
+      }
+      if (!run || run->ended) return false;
+      if (event.kind == agentws::event_kind::run_done && run->next_step != steps) {
+        c.failures.violation("run_done after " + std::to_string(run->next_step) + " of " +
+                             std::to_string(steps) + " steps: " + excerpt(text));
+      }
+      run->ended = true;
+      return true;
+    case agentws::event_kind::error:
+      c.failures.violation("error event: " + excerpt(text));
+      if (!run || run->ended) return false;
+      run->ended = true;
+      return true;
+    case agentws::event_kind::connected:
+    case agentws::event_kind::unknown:
+      c.failures.violation("unexpected event: " + excerpt(text));
+      return false;
+  }
+  return false;
+}
+
 asio::awaitable<void> flood_connection(bench_connection& c, const options& o) {
   const std::size_t runs = o.runs;
-  const auto steps = static_cast<std::int64_t>(o.steps);
   std::vector<run_track> track(runs);
   std::size_t started = 0;
   std::size_t finished = 0;
@@ -576,91 +590,48 @@ asio::awaitable<void> flood_connection(bench_connection& c, const options& o) {
     if (!co_await send_text(c, start_command(started))) co_return;
   }
   c.latency_us.reserve(std::min<std::size_t>(runs * o.steps, std::size_t{1} << 20));
+  c.reader.adopt(c.ws.next_layer().buffer());
+  // Events are stamped when their bytes reach us, once per read.
+  std::int64_t received_us = wall_now_us();
   while (finished < runs) {
-    auto [ec, size] = co_await c.ws.async_read(c.buffer, nothrow);
+    std::string_view text;
+    switch (c.reader.next(text)) {
+      case frame_reader::result::message:
+        ++c.events;
+        c.bytes += text.size();
+        if (check_flood_event(c, text, received_us, track, static_cast<std::int64_t>(o.steps))) {
+          ++finished;
+          if (started < runs) {
+            if (!co_await send_text(c, start_command(started))) co_return;
+            ++started;
+          }
+        }
+        continue;
+      case frame_reader::result::need_more:
+        break;
+      case frame_reader::result::closed:
+        c.failures.error("the server closed the connection (" +
+                         std::to_string(c.reader.close_code()) + ") after " +
+                         std::to_string(finished) + " of " + std::to_string(runs) + " runs");
+        c.open = false;
+        co_return;
+      case frame_reader::result::failed:
+        c.failures.violation(c.reader.why());
+        c.abort();
+        c.open = false;
+        co_return;
+    }
+    if (!co_await send_pongs(c)) co_return;
+    const error_code ec = co_await c.reader.fill(c.socket());
     if (ec) {
       c.failures.error("read: " + ec.message() + " after " + std::to_string(finished) + " of " +
                        std::to_string(runs) + " runs");
       c.open = false;
       co_return;
     }
-    const std::int64_t received_us = wall_now_us();
-    const std::string_view text = c.text(size);
-    ++c.events;
-    c.bytes += size;
-    scanned_event event;
-    bool start_another = false;
-    if (!scan_event(text, c.timestamps, event)) {
-      c.failures.violation("unreadable event: " + excerpt(text));
-    } else {
-      if (!event.ts_us) c.failures.violation("missing or bad ts: " + excerpt(text));
-      const std::int64_t index = flood_run_index(event.run_id, runs);
-      run_track* run = index >= 0 ? &track[static_cast<std::size_t>(index)] : nullptr;
-      const bool run_event_kind = event.kind == agentws::event_kind::run_started ||
-                                  event.kind == agentws::event_kind::run_event ||
-                                  event.kind == agentws::event_kind::run_done ||
-                                  event.kind == agentws::event_kind::run_cancelled;
-      if (run_event_kind && !run) {
-        c.failures.violation(std::string(kind_name(event.kind)) +
-                             " for an unknown run: " + excerpt(text));
-      } else if (run_event_kind && run->ended) {
-        c.failures.violation(std::string(kind_name(event.kind)) +
-                             " after the run's terminal: " + excerpt(text));
-      } else if (run_event_kind && !run->started &&
-                 event.kind != agentws::event_kind::run_started) {
-        c.failures.violation(std::string(kind_name(event.kind)) +
-                             " before run_started: " + excerpt(text));
-      }
-      switch (event.kind) {
-        case agentws::event_kind::run_started:
-          if (run && run->started) c.failures.violation("second run_started: " + excerpt(text));
-          if (run) run->started = true;
-          break;
-        case agentws::event_kind::run_event:
-          if (run && run->started && !run->ended) {
-            if (event.step != run->next_step) {
-              c.failures.violation("step " + std::to_string(event.step) + ", expected " +
-                                   std::to_string(run->next_step) + ": " + excerpt(text));
-            }
-            run->next_step = event.step + 1;  // resynchronise: one fault, one violation
-          }
-          if (event.ts_us) c.latency_us.push_back(static_cast<double>(received_us - *event.ts_us));
-          break;
-        case agentws::event_kind::run_done:
-        case agentws::event_kind::run_cancelled:
-          if (event.kind == agentws::event_kind::run_cancelled) {
-            c.failures.violation("unexpected run_cancelled: " + excerpt(text));
-          }
-          if (run && !run->ended) {
-            if (event.kind == agentws::event_kind::run_done && run->next_step != steps) {
-              c.failures.violation("run_done after " + std::to_string(run->next_step) + " of " +
-                                   std::to_string(steps) + " steps: " + excerpt(text));
-            }
-            run->ended = true;
-            ++finished;
-            start_another = started < runs;
-          }
-          break;
-        case agentws::event_kind::error:
-          c.failures.violation("error event: " + excerpt(text));
-          if (run && !run->ended) {  // the run will not come: stop waiting for it
-            run->ended = true;
-            ++finished;
-            start_another = started < runs;
-          }
-          break;
-        case agentws::event_kind::connected:
-        case agentws::event_kind::unknown:
-          c.failures.violation("unexpected event: " + excerpt(text));
-          break;
-      }
-    }
-    c.buffer.consume(size);
-    if (start_another) {
-      if (!co_await send_text(c, start_command(started))) co_return;
-      ++started;
-    }
+    received_us = wall_now_us();
   }
+  check_reader_drained(c);
   c.done = true;
   c.done_at = steady::now();
 }
@@ -707,12 +678,14 @@ round_result flood_round(const options& o, const target& to) {
               "close");
   }
 
-  std::uint64_t events = 0, bytes = 0;
+  std::uint64_t events = 0, bytes = 0, fast_parses = 0, full_parses = 0;
   std::vector<double> latency;
   auto end = start;
   for (auto& c : connections) {
     events += c->events;
     bytes += c->bytes;
+    fast_parses += c->events_read.fast();
+    full_parses += c->events_read.slow();
     latency.insert(latency.end(), c->latency_us.begin(), c->latency_us.end());
     if (!c->done) {
       c->failures.violation("connection did not finish its runs");
@@ -741,72 +714,76 @@ round_result flood_round(const options& o, const target& to) {
     result.set("client_cpu_us_per_event", client_cpu * 1e6 / static_cast<double>(events));
     result.set("client_cores", client_cpu / seconds);
   }
+  // Share of the events read by the fast envelope parser (the rest: full JSON).
+  if (fast_parses + full_parses > 0) {
+    result.set("fast_parse_share",
+               static_cast<double>(fast_parses) / static_cast<double>(fast_parses + full_parses));
+  }
   return result;
 }
 
 // --- cancel ---
 
+struct cancel_samples {
+  std::vector<double> latency_us;  // cancel_run written -> run_cancelled read
+  std::vector<double> write_us;    // our own write of cancel_run
+};
+
 asio::awaitable<void> cancel_connection(bench_connection& c, const options& o,
-                                        std::vector<double>& samples_us) {
+                                        cancel_samples& samples) {
   agentws::run_params_override params;
   params.steps = 2;
   params.interval_ms = 60'000;  // step 0 at once, then a long wait: the cancel lands in it
+  c.reader.adopt(c.ws.next_layer().buffer());
   for (unsigned i = 0; i < o.samples; ++i) {
     const std::string run_id = "cancel-" + std::to_string(i);
     if (!co_await send_text(c, agentws::make_start_run(run_id, params))) co_return;
     // Expect run_started, then step 0, for this run and nothing else.
     bool started = false;
     for (bool step0 = false; !step0;) {
-      auto [ec, size] = co_await c.ws.async_read(c.buffer, nothrow);
-      if (ec) {
-        c.failures.error("read: " + ec.message());
-        c.open = false;
-        co_return;
-      }
-      const std::string_view text = c.text(size);
-      scanned_event event;
-      const bool readable = scan_event(text, c.timestamps, event);
+      const auto text = co_await next_message(c);
+      if (!text) co_return;
+      event_view event;
+      const bool readable = c.events_read.read(*text, event);
       if (readable && event.run_id == run_id && event.kind == agentws::event_kind::run_started &&
           !started) {
         started = true;
       } else if (readable && event.run_id == run_id &&
-                 event.kind == agentws::event_kind::run_event && started && event.step == 0) {
+                 event.kind == agentws::event_kind::run_event && started &&
+                 event.step == std::uint64_t{0}) {
         step0 = true;
       } else {
-        c.failures.violation("waiting for " + run_id + " step 0: " + excerpt(text));
+        c.failures.violation("waiting for " + run_id + " step 0: " + excerpt(*text));
         co_return;
       }
-      c.buffer.consume(size);
     }
     const auto sent = steady::now();
     if (!co_await send_text(c, agentws::make_cancel_run(run_id))) co_return;
-    auto [ec, size] = co_await c.ws.async_read(c.buffer, nothrow);
+    const auto written = steady::now();
+    const auto text = co_await next_message(c);
     const auto answered = steady::now();
-    if (ec) {
-      c.failures.error("read: " + ec.message());
-      c.open = false;
-      co_return;
-    }
-    const std::string_view text = c.text(size);
-    scanned_event event;
-    if (!scan_event(text, c.timestamps, event) || event.run_id != run_id ||
+    if (!text) co_return;
+    event_view event;
+    if (!c.events_read.read(*text, event) || event.run_id != run_id ||
         event.kind != agentws::event_kind::run_cancelled) {
-      c.failures.violation("expected run_cancelled for " + run_id + ": " + excerpt(text));
+      c.failures.violation("expected run_cancelled for " + run_id + ": " + excerpt(*text));
       co_return;
     }
-    c.buffer.consume(size);
-    samples_us.push_back(std::chrono::duration<double, std::micro>(answered - sent).count());
+    samples.latency_us.push_back(
+        std::chrono::duration<double, std::micro>(answered - sent).count());
+    samples.write_us.push_back(std::chrono::duration<double, std::micro>(written - sent).count());
   }
+  check_reader_drained(c);
   c.done = true;
 }
 
 asio::awaitable<void> cancel_task(bench_connection& c, const target& to, const options& o,
-                                  std::vector<double>& samples_us) {
+                                  cancel_samples& samples) {
   // (Not `if (!co_await ...) co_return;`: as the first statement of this
   // coroutine, GCC 12 compiled it into a trap, SIGILL at run time.)
   const bool opened = co_await open_connection(c, to);
   if (opened) {
-    co_await cancel_connection(c, o, samples_us);
+    co_await cancel_connection(c, o, samples);
     co_await close_connection(c);
   }
 }
@@ -819,17 +796,20 @@ round_result cancel_round(const options& o, const target& to) {
   std::vector<std::unique_ptr<bench_connection>> connections;
   connections.push_back(std::make_unique<bench_connection>(pool.at(0)));
   auto& c = *connections.front();
-  std::vector<double> samples_us;
-  spawn(pool.at(0), cancel_task(c, to, o, samples_us), c.failures);
+  cancel_samples samples;
+  spawn(pool.at(0), cancel_task(c, to, o, samples), c.failures);
   const auto start = steady::now();
   result.timed_out = !run_phase(pool, deadline, connections, result.failures, "cancel");
   const double seconds = std::chrono::duration<double>(steady::now() - start).count();
   if (!c.done) c.failures.violation("the cancel loop did not finish");
   result.failures.merge(c.failures);
-  result.set("samples", static_cast<double>(samples_us.size()));
-  result.set("cancel_p50_ms", quantile(samples_us, 0.50) / 1000.0);
-  result.set("cancel_p99_ms", quantile(samples_us, 0.99) / 1000.0);
-  result.set("cycles_per_s", static_cast<double>(samples_us.size()) / std::max(1e-9, seconds));
+  const auto& latency_us = samples.latency_us;
+  result.set("samples", static_cast<double>(latency_us.size()));
+  result.set("cancel_p50_ms", quantile(latency_us, 0.50) / 1000.0);
+  result.set("cancel_p99_ms", quantile(latency_us, 0.99) / 1000.0);
+  // The part of the figures spent in ws-bench's own write of cancel_run.
+  result.set("cancel_write_p50_ms", quantile(samples.write_us, 0.50) / 1000.0);
+  result.set("cycles_per_s", static_cast<double>(latency_us.size()) / std::max(1e-9, seconds));
   return result;
 }
 
@@ -946,13 +926,16 @@ class idle_scenario {
 
 // --- connect ---
 
-// Opens and closes connections w, w + step, ... one after another, timing each.
-asio::awaitable<void> connect_worker(std::vector<std::unique_ptr<bench_connection>>& connections,
-                                     std::size_t w, std::size_t step, const target& to,
-                                     std::vector<double>& latency_us,
+// Opens and closes `count` connections one after another in `slot`, timing
+// each. Several workers run side by side: that many handshakes in flight.
+asio::awaitable<void> connect_worker(asio::io_context& io, std::unique_ptr<bench_connection>& slot,
+                                     unsigned count, const target& to,
+                                     std::vector<double>& latency_us, failure_log& failures,
                                      std::atomic<unsigned>& completed) {
-  for (std::size_t i = w; i < connections.size(); i += step) {
-    auto& c = *connections[i];
+  for (unsigned i = 0; i < count; ++i) {
+    if (slot) failures.merge(slot->failures);
+    slot = std::make_unique<bench_connection>(io);
+    auto& c = *slot;
     const auto begin = steady::now();
     if (!co_await open_connection(c, to)) continue;
     co_await close_connection(c);
@@ -968,25 +951,30 @@ round_result connect_round(const options& o, const target& to) {
                                             std::chrono::duration<double>(o.timeout_s));
   const unsigned count = o.handshakes;
   const unsigned workers = std::max(1u, std::min(count, o.parallel));
-  std::vector<std::unique_ptr<bench_connection>> connections;
-  for (unsigned i = 0; i < count; ++i) {
-    connections.push_back(std::make_unique<bench_connection>(pool.at(i % workers)));
-  }
+  // One connection at a time per worker: what a timeout has to abort.
+  std::vector<std::unique_ptr<bench_connection>> slots(workers);
   std::vector<std::vector<double>> latency_us(workers);
   std::vector<failure_log> worker_failures(workers);
   std::atomic<unsigned> completed{0};
   for (unsigned w = 0; w < workers; ++w) {
-    spawn(pool.at(w), connect_worker(connections, w, workers, to, latency_us[w], completed),
+    const unsigned share = count / workers + (w < count % workers ? 1 : 0);
+    latency_us[w].reserve(share);
+    spawn(pool.at(w),
+          connect_worker(pool.at(w), slots[w], share, to, latency_us[w], worker_failures[w],
+                         completed),
           worker_failures[w]);
   }
   const auto server_cpu_before = process_cpu_seconds(o.server_pid);
+  const double client_cpu_before = own_cpu_seconds();
   const auto start = steady::now();
-  result.timed_out = !run_phase(pool, deadline, connections, result.failures, "connect");
+  result.timed_out = !run_phase(pool, deadline, slots, result.failures, "connect");
   const double seconds =
       std::max(1e-9, std::chrono::duration<double>(steady::now() - start).count());
   const auto server_cpu_after = process_cpu_seconds(o.server_pid);
-  for (auto& c : connections)
-    result.failures.merge(c->failures);
+  const double client_cpu = own_cpu_seconds() - client_cpu_before;
+  for (auto& slot : slots) {
+    if (slot) result.failures.merge(slot->failures);
+  }
   for (auto& f : worker_failures)
     result.failures.merge(f);
   std::vector<double> latency;
@@ -998,8 +986,13 @@ round_result connect_round(const options& o, const target& to) {
   result.set("handshake_p50_ms", quantile(latency, 0.50) / 1000.0);
   result.set("handshake_p99_ms", quantile(latency, 0.99) / 1000.0);
   if (server_cpu_before && server_cpu_after && done > 0) {
-    result.set("server_cpu_us_per_handshake",
-               (*server_cpu_after - *server_cpu_before) * 1e6 / done);
+    const double server_cpu = *server_cpu_after - *server_cpu_before;
+    result.set("server_cpu_us_per_handshake", server_cpu * 1e6 / done);
+    result.set("server_cores", server_cpu / seconds);
+  }
+  if (done > 0) {
+    result.set("client_cpu_us_per_handshake", client_cpu * 1e6 / done);
+    result.set("client_cores", client_cpu / seconds);
   }
   return result;
 }
