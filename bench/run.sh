@@ -7,8 +7,11 @@
 #
 # Usage: bench/run.sh BUILD_DIR      (BUILD_DIR holds ws-server and ws-bench)
 # Sizes can be changed through the environment, e.g.
-#   ROUNDS=3 FLOOD_STEPS=2000 bench/run.sh build
-# SERVERS="ours node" limits the servers measured.
+#   ROUNDS=3 FLOOD_STEPS=20000 bench/run.sh build
+# SERVERS="ours node" limits the servers measured, SCENARIOS="scaling" the
+# scenarios. The scaling sweep (flood CPU per event from 1 to 1,000
+# connections and 1 to 256 runs per connection) runs against SCALING_SERVERS
+# (ours only by default).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,14 +29,23 @@ TIMEOUT=${TIMEOUT:-60}
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-4}
 FLOOD_RUNS=${FLOOD_RUNS:-4}
 FLOOD_IN_FLIGHT=${FLOOD_IN_FLIGHT:-2}
-FLOOD_STEPS=${FLOOD_STEPS:-5000}            # ours and node
+FLOOD_STEPS=${FLOOD_STEPS:-50000}           # ours: 800,000 events, ~0.4 s a round
+FLOOD_STEPS_NODE=${FLOOD_STEPS_NODE:-5000}
 FLOOD_STEPS_SLOW=${FLOOD_STEPS_SLOW:-1000}  # fastapi: per-event figures still compare
-CANCEL_SAMPLES=${CANCEL_SAMPLES:-200}
+CANCEL_SAMPLES=${CANCEL_SAMPLES:-500}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
-HANDSHAKES=${HANDSHAKES:-500}
-HANDSHAKE_PARALLEL=${HANDSHAKE_PARALLEL:-4}
+HANDSHAKES=${HANDSHAKES:-2000}              # ours
+HANDSHAKES_SLOW=${HANDSHAKES_SLOW:-500}     # the peers
+HANDSHAKE_PARALLEL=${HANDSHAKE_PARALLEL:-32}
+# Scaling: about SCALING_EVENTS events per round at every point, so that the
+# server's CPU time per round is well above the counters' resolution.
+SCALING_CONNECTIONS=${SCALING_CONNECTIONS:-1 10 100 1000}  # 1 run each
+SCALING_RUNS=${SCALING_RUNS:-16 256}                       # on 1 connection, all at once
+SCALING_EVENTS=${SCALING_EVENTS:-1000000}
+SCALING_ROUNDS=${SCALING_ROUNDS:-3}
+SCALING_SERVERS=${SCALING_SERVERS:-ours}
 SERVERS=${SERVERS:-ours fastapi node}
-SCENARIOS=${SCENARIOS:-flood cancel idle connect}
+SCENARIOS=${SCENARIOS:-flood cancel idle connect scaling}
 
 results=$here/results
 mkdir -p "$results"
@@ -141,7 +153,41 @@ echo "machine: $(nproc) CPUs, $cpu_model, kernel $(uname -r), load average $(cut
 echo "ours: ws-server with its default of $ours_threads I/O threads (one per core)"
 
 failed=0
+
+# One flood per point of the sweep, each on a fresh server; results go to
+# $work/scaling/ so the summary can tell them from the flood scenario.
+run_scaling() {
+  local name=$1 points=() point connections runs steps
+  mkdir -p "$work/scaling"
+  for connections in $SCALING_CONNECTIONS; do points+=("$connections:1"); done
+  for runs in $SCALING_RUNS; do points+=("1:$runs"); done
+  for point in "${points[@]}"; do
+    connections=${point%:*}
+    runs=${point#*:}
+    steps=$(( SCALING_EVENTS / (connections * runs) ))
+    (( steps > 0 )) || steps=1
+    start_server "$name"
+    if ! "$bench_bin" --scenario flood --url "ws://127.0.0.1:$server_port/ws" --label "$name" \
+        --server-pid "$server_pid" --rounds "$SCALING_ROUNDS" --warmup "$WARMUP" \
+        --timeout "$TIMEOUT" --connections "$connections" --runs "$runs" \
+        --runs-in-flight "$runs" --steps "$steps" \
+        --json-out "$work/scaling/$name-$connections-$runs.json" >"$work/scaling.log"; then
+      cat "$work/scaling.log"
+      echo "run.sh: scaling point $connections x $runs against $name FAILED" >&2
+      failed=1
+    fi
+    stop_server
+  done
+}
+
 for scenario in $SCENARIOS; do
+  if [[ $scenario == scaling ]]; then
+    for name in $SCALING_SERVERS; do
+      echo "scaling: flood against $name at each point (the table follows at the end)"
+      run_scaling "$name"
+    done
+    continue
+  fi
   for name in $SERVERS; do
     start_server "$name"
     args=(--scenario "$scenario" --url "ws://127.0.0.1:$server_port/ws" --label "$name"
@@ -150,12 +196,16 @@ for scenario in $SCENARIOS; do
     case $scenario in
       flood)
         steps=$FLOOD_STEPS
+        [[ $name == node ]] && steps=$FLOOD_STEPS_NODE
         [[ $name == fastapi ]] && steps=$FLOOD_STEPS_SLOW
         args+=(--connections "$FLOOD_CONNECTIONS" --runs "$FLOOD_RUNS" --steps "$steps"
                --runs-in-flight "$FLOOD_IN_FLIGHT") ;;
       cancel) args+=(--samples "$CANCEL_SAMPLES") ;;
       idle) args+=(--idle-connections "$IDLE_CONNECTIONS") ;;
-      connect) args+=(--handshakes "$HANDSHAKES" --parallel "$HANDSHAKE_PARALLEL") ;;
+      connect)
+        handshakes=$HANDSHAKES
+        [[ $name != ours ]] && handshakes=$HANDSHAKES_SLOW
+        args+=(--handshakes "$handshakes" --parallel "$HANDSHAKE_PARALLEL") ;;
     esac
     if ! "$bench_bin" "${args[@]}"; then
       echo "run.sh: $scenario against $name FAILED" >&2
@@ -165,13 +215,18 @@ for scenario in $SCENARIOS; do
   done
 done
 
-MACHINE_JSON=$machine_json "$python" - "$work" "$results/latest.json" "$SERVERS" <<'EOF'
+MACHINE_JSON=$machine_json LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg) \
+  "$python" - "$work" "$results/latest.json" "$SERVERS" <<'EOF'
 import glob, json, os, sys
 
 work, out_path, servers = sys.argv[1], sys.argv[2], sys.argv[3].split()
 results = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, "*.json")))]
+scaling = [json.load(open(p)) for p in glob.glob(os.path.join(work, "scaling", "*.json"))]
+scaling.sort(key=lambda r: (r["server"], r["params"]["runs"], r["params"]["connections"]))
 machine = json.loads(os.environ["MACHINE_JSON"])
-json.dump({"machine": machine, "results": results}, open(out_path, "w"), indent=2)
+machine["loadavg_end"] = os.environ["LOADAVG_END"]
+json.dump({"machine": machine, "results": results, "scaling": scaling}, open(out_path, "w"),
+          indent=2)
 
 # metric: (label, True if higher is better, None if informational)
 rows = {
@@ -181,20 +236,22 @@ rows = {
               ("server_cpu_us_per_event", "server CPU us/event", False),
               ("client_cpu_us_per_event", "ws-bench CPU us/event", None)],
     "cancel": [("cancel_p50_ms", "cancel_run -> run_cancelled p50 ms", False),
-               ("cancel_p99_ms", "cancel_run -> run_cancelled p99 ms", False)],
+               ("cancel_p99_ms", "cancel_run -> run_cancelled p99 ms", False),
+               ("cancel_write_p50_ms", "  of which ws-bench's write p50 ms", None)],
     "idle": [("kib_per_connection", "server RSS KiB/connection", False),
              ("opened_per_s", "connections opened/s", True)],
     "connect": [("handshakes_per_s", "handshakes/s", True),
                 ("handshake_p50_ms", "handshake+close p50 ms", False),
                 ("handshake_p99_ms", "handshake+close p99 ms", False),
-                ("server_cpu_us_per_handshake", "server CPU us/handshake", False)],
+                ("server_cpu_us_per_handshake", "server CPU us/handshake", False),
+                ("client_cpu_us_per_handshake", "ws-bench CPU us/handshake", None)],
 }
 by_key = {(r["scenario"], r["server"]): r for r in results}
 peers = [s for s in servers if s != "ours"]
 width = 36
 print()
 print(f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, kernel {machine['kernel']}, "
-      f"load average at start {machine['loadavg']}")
+      f"load average at start {machine['loadavg']}, at the end {machine['loadavg_end']}")
 print(f"ours = ws-server ({machine['ours_threads']} I/O threads, the default); "
       f"fastapi = bench/peers/fastapi_server.py ({machine['python_version']}); "
       f"node = bench/peers/node/server.js (node {machine['node_version']})")
@@ -235,9 +292,36 @@ for scenario, metrics in rows.items():
     if scenario == "flood":
         print("* time queued in a saturated stream (outbox and socket buffers), not the latency of a")
         print("  quiet connection: a server that outruns the client queues up to its buffer limits")
+
+def median_of(r, key):
+    return r["summary"].get(key, {}).get("median")
+
+
+if scaling:
+    print()
+    print("scaling: flood (interval_ms 0) at each point, fresh server, medians of the rounds")
+    print(f"{'server':<8}{'connections':>12}{'runs/conn':>10}{'steps/run':>10}{'events/s':>12}"
+          f"{'server us/event':>17}{'(min-max)':>14}{'ws-bench us/event':>19}{'status':>8}")
+    for r in scaling:
+        p = r["params"]
+        cpu = r["summary"].get("server_cpu_us_per_event", {})
+        spread = f"{cpu.get('min', 0):.3f}-{cpu.get('max', 0):.3f}" if cpu else "-"
+        cells = [median_of(r, k) for k in ("events_per_s", "server_cpu_us_per_event",
+                                           "client_cpu_us_per_event")]
+        text = [f"{v:.4g}" if v is not None else "-" for v in cells]
+        print(f"{r['server']:<8}{p['connections']:>12}{p['runs']:>10}{p['steps']:>10}{text[0]:>12}"
+              f"{text[1]:>17}{spread:>14}{text[2]:>19}{('ok' if r['ok'] else 'FAIL'):>8}")
+    for server in sorted({r["server"] for r in scaling}):
+        values = [median_of(r, "server_cpu_us_per_event") for r in scaling if r["server"] == server]
+        values = [v for v in values if v]
+        if values:
+            print(f"{server}: server CPU per event from {min(values):.3f} to {max(values):.3f} us "
+                  f"across the points (max/min {max(values) / min(values):.2f})")
 print()
 print(f"results: {out_path}")
 failed = [f"{r['scenario']}/{r['server']}" for r in results if not r["ok"]]
+failed += [f"scaling {r['params']['connections']}x{r['params']['runs']}/{r['server']}"
+           for r in scaling if not r["ok"]]
 if failed:
     print("FAILED: " + ", ".join(failed))
 EOF

@@ -636,91 +636,113 @@ asio::awaitable<void> flood_connection(bench_connection& c, const options& o) {
   c.done_at = steady::now();
 }
 
-round_result flood_round(const options& o, const target& to) {
-  round_result result;
-  io_pool pool(o.threads);
-  const auto deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
-                                            std::chrono::duration<double>(o.timeout_s));
-  std::vector<std::unique_ptr<bench_connection>> connections;
-  for (unsigned i = 0; i < o.connections; ++i) {
-    connections.push_back(std::make_unique<bench_connection>(pool.at(i)));
-  }
+// The connections stay open from round to round (the warmup round opens
+// them): each round measures the runs alone, at steady state, without the
+// one-time costs of new connections (handshakes, buffers growing to size).
+class flood_scenario {
+ public:
+  flood_scenario(const options& o, const target& to) : o_(o), to_(to), pool_(o.threads) {}
 
-  // Phase 1: connect everything, so that the measurement covers only the runs.
-  for (unsigned i = 0; i < o.connections; ++i) {
-    auto& c = *connections[i];
-    spawn(pool.at(i), open_only(c, to), c.failures);
-  }
-  bool in_time = run_phase(pool, deadline, connections, result.failures, "connect");
-
-  // Phase 2: the runs.
-  const auto server_cpu_before = process_cpu_seconds(o.server_pid);
-  const double client_cpu_before = own_cpu_seconds();
-  const auto start = steady::now();
-  if (in_time) {
-    for (unsigned i = 0; i < o.connections; ++i) {
-      auto& c = *connections[i];
-      if (!c.open) continue;
-      spawn(pool.at(i), flood_connection(c, o), c.failures);
+  round_result round() {
+    round_result result;
+    const auto deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                              std::chrono::duration<double>(o_.timeout_s));
+    bool in_time = true;
+    if (connections_.empty()) {
+      // Connect everything first, so that the measurement covers only the runs.
+      for (unsigned i = 0; i < o_.connections; ++i) {
+        connections_.push_back(std::make_unique<bench_connection>(pool_.at(i)));
+        auto& c = *connections_.back();
+        spawn(pool_.at(i), open_only(c, to_), c.failures);
+      }
+      in_time = run_phase(pool_, deadline, connections_, result.failures, "connect");
     }
-    in_time = run_phase(pool, deadline, connections, result.failures, "flood");
-  }
-  const auto server_cpu_after = process_cpu_seconds(o.server_pid);
-  const double client_cpu = own_cpu_seconds() - client_cpu_before;
-
-  // Phase 3: close cleanly (not measured).
-  if (in_time) {
-    for (unsigned i = 0; i < o.connections; ++i) {
-      auto& c = *connections[i];
-      spawn(pool.at(i), close_connection(c), c.failures);
+    for (auto& c : connections_) {
+      c->done = false;
+      c->events = 0;
+      c->bytes = 0;
+      c->latency_us.clear();
+      c->events_read = event_reader{};
     }
-    run_phase(pool, steady::now() + std::chrono::seconds(10), connections, result.failures,
-              "close");
+
+    const auto server_cpu_before = process_cpu_seconds(o_.server_pid);
+    const double client_cpu_before = own_cpu_seconds();
+    const auto start = steady::now();
+    if (in_time) {
+      for (unsigned i = 0; i < o_.connections; ++i) {
+        auto& c = *connections_[i];
+        if (!c.open) continue;
+        spawn(pool_.at(i), flood_connection(c, o_), c.failures);
+      }
+      in_time = run_phase(pool_, deadline, connections_, result.failures, "flood");
+    }
+    const auto server_cpu_after = process_cpu_seconds(o_.server_pid);
+    const double client_cpu = own_cpu_seconds() - client_cpu_before;
+
+    std::uint64_t events = 0, bytes = 0, fast_parses = 0, full_parses = 0;
+    std::vector<double> latency;
+    auto end = start;
+    for (auto& c : connections_) {
+      events += c->events;
+      bytes += c->bytes;
+      fast_parses += c->events_read.fast();
+      full_parses += c->events_read.slow();
+      latency.insert(latency.end(), c->latency_us.begin(), c->latency_us.end());
+      if (!c->done) {
+        c->failures.violation("connection did not finish its runs");
+      } else {
+        end = std::max(end, c->done_at);
+      }
+      result.failures.merge(c->failures);
+      c->failures = failure_log{};
+    }
+    result.timed_out = !in_time;
+    const double seconds = std::max(1e-9, std::chrono::duration<double>(end - start).count());
+    result.set("events", static_cast<double>(events));
+    result.set("seconds", seconds);
+    result.set("events_per_s", static_cast<double>(events) / seconds);
+    result.set("mib_per_s", static_cast<double>(bytes) / seconds / (1024.0 * 1024.0));
+    result.set("latency_p50_ms", quantile(latency, 0.50) / 1000.0);
+    result.set("latency_p99_ms", quantile(latency, 0.99) / 1000.0);
+    // Cores kept busy: a side near its thread count is the bottleneck. (A fast
+    // reader that waits for data spends more CPU per event than a saturated
+    // one, since it wakes for every few events.)
+    if (server_cpu_before && server_cpu_after && events > 0) {
+      const double server_cpu = *server_cpu_after - *server_cpu_before;
+      result.set("server_cpu_us_per_event", server_cpu * 1e6 / static_cast<double>(events));
+      result.set("server_cores", server_cpu / seconds);
+    }
+    if (events > 0) {
+      result.set("client_cpu_us_per_event", client_cpu * 1e6 / static_cast<double>(events));
+      result.set("client_cores", client_cpu / seconds);
+    }
+    // Share of the events read by the fast envelope parser (the rest: full JSON).
+    if (fast_parses + full_parses > 0) {
+      result.set("fast_parse_share",
+                 static_cast<double>(fast_parses) / static_cast<double>(fast_parses + full_parses));
+    }
+    return result;
   }
 
-  std::uint64_t events = 0, bytes = 0, fast_parses = 0, full_parses = 0;
-  std::vector<double> latency;
-  auto end = start;
-  for (auto& c : connections) {
-    events += c->events;
-    bytes += c->bytes;
-    fast_parses += c->events_read.fast();
-    full_parses += c->events_read.slow();
-    latency.insert(latency.end(), c->latency_us.begin(), c->latency_us.end());
-    if (!c->done) {
-      c->failures.violation("connection did not finish its runs");
-    } else {
-      end = std::max(end, c->done_at);
+  // Closes every connection cleanly; reports what went wrong.
+  failure_log finish() {
+    failure_log failures;
+    for (unsigned i = 0; i < connections_.size(); ++i) {
+      auto& c = *connections_[i];
+      spawn(pool_.at(i), close_connection(c), c.failures);
     }
-    result.failures.merge(c->failures);
+    run_phase(pool_, steady::now() + std::chrono::seconds(30), connections_, failures, "close");
+    for (auto& c : connections_)
+      failures.merge(c->failures);
+    return failures;
   }
-  result.timed_out = !in_time;
-  const double seconds = std::max(1e-9, std::chrono::duration<double>(end - start).count());
-  result.set("events", static_cast<double>(events));
-  result.set("seconds", seconds);
-  result.set("events_per_s", static_cast<double>(events) / seconds);
-  result.set("mib_per_s", static_cast<double>(bytes) / seconds / (1024.0 * 1024.0));
-  result.set("latency_p50_ms", quantile(latency, 0.50) / 1000.0);
-  result.set("latency_p99_ms", quantile(latency, 0.99) / 1000.0);
-  // Cores kept busy: a side near its thread count is the bottleneck. (A fast
-  // reader that waits for data spends more CPU per event than a saturated one,
-  // since it wakes for every few events.)
-  if (server_cpu_before && server_cpu_after && events > 0) {
-    const double server_cpu = *server_cpu_after - *server_cpu_before;
-    result.set("server_cpu_us_per_event", server_cpu * 1e6 / static_cast<double>(events));
-    result.set("server_cores", server_cpu / seconds);
-  }
-  if (events > 0) {
-    result.set("client_cpu_us_per_event", client_cpu * 1e6 / static_cast<double>(events));
-    result.set("client_cores", client_cpu / seconds);
-  }
-  // Share of the events read by the fast envelope parser (the rest: full JSON).
-  if (fast_parses + full_parses > 0) {
-    result.set("fast_parse_share",
-               static_cast<double>(fast_parses) / static_cast<double>(fast_parses + full_parses));
-  }
-  return result;
-}
+
+ private:
+  const options& o_;
+  const target& to_;
+  io_pool pool_;
+  std::vector<std::unique_ptr<bench_connection>> connections_;
+};
 
 // --- cancel ---
 
@@ -1003,7 +1025,8 @@ std::string describe(const options& o) {
   std::ostringstream out;
   if (o.scenario == "flood") {
     out << o.connections << " connections x " << o.runs << " runs x " << o.steps << " steps ("
-        << std::min(o.runs, std::max(1u, o.runs_in_flight)) << " runs in flight per connection)";
+        << std::min(o.runs, std::max(1u, o.runs_in_flight))
+        << " runs in flight per connection; connections kept open across rounds)";
   } else if (o.scenario == "cancel") {
     out << o.samples << " start/cancel cycles on one connection";
   } else if (o.scenario == "idle") {
@@ -1231,9 +1254,11 @@ int main(int argc, char** argv) {
   raise_descriptor_limit();
 
   std::unique_ptr<idle_scenario> idle;
+  std::unique_ptr<flood_scenario> flood;
   std::function<round_result()> round;
   if (o.scenario == "flood") {
-    round = [&] { return flood_round(o, *to); };
+    flood = std::make_unique<flood_scenario>(o, *to);
+    round = [&] { return flood->round(); };
   } else if (o.scenario == "cancel") {
     round = [&] { return cancel_round(o, *to); };
   } else if (o.scenario == "idle") {
@@ -1257,11 +1282,11 @@ int main(int argc, char** argv) {
     rounds.push_back(round());
     ok = ok && !rounds.back().failures.failed() && !rounds.back().timed_out;
   }
-  if (idle) {
-    const failure_log closing = idle->finish();
+  if (flood || idle) {
+    const failure_log closing = flood ? flood->finish() : idle->finish();
     if (closing.failed()) {
       ok = false;
-      std::cerr << "ws-bench: closing the idle connections failed\n";
+      std::cerr << "ws-bench: closing the connections failed\n";
       for (const auto& sample : closing.samples)
         std::cerr << "  ! " << sample << "\n";
     }
