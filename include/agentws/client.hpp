@@ -3,6 +3,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/system/error_category.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
@@ -14,17 +15,34 @@
 
 namespace agentws {
 
-// A parsed ws:// URL. (wss:// is recognised so it can be refused clearly.)
+// A parsed ws:// or wss:// URL.
 struct ws_url {
   bool secure = false;
   std::string host;
   std::string port;
   std::string target = "/";  // path and query
 
-  // nullopt with `error` set when the text is not a usable ws:// URL.
+  // nullopt with `error` set when the text is not a usable ws:// or wss:// URL.
   static std::optional<ws_url> parse(std::string_view text, std::string* error = nullptr);
   std::string to_string() const;
 };
+
+// How a wss:// connection checks the server. Always: TLS 1.2 or later, a
+// certificate chain that verifies, issued for the URL's host (name or IP).
+struct tls_options {
+  // PEM file of the CA certificates (or the server's self-signed certificate)
+  // to trust *instead of* the system's roots. Empty: the system's roots.
+  std::string ca_file;
+};
+
+// Empty when `tls` is usable (the CA file loads), otherwise why not. Check
+// once up front: connect() reports the same problem as a failure to connect.
+std::string check_tls_options(const tls_options& tls);
+
+// The category of the errors connect() returns when the server's certificate
+// fails verification; the value is OpenSSL's X509_V_ERR_* code and message()
+// says why ("certificate verification failed: hostname mismatch").
+const boost::system::error_category& certificate_category() noexcept;
 
 // One client connection. All calls must come from the same strand (or one
 // thread); sends are queued and written by one writer in order.
@@ -35,11 +53,13 @@ class client_connection {
   client_connection(const client_connection&) = delete;
   client_connection& operator=(const client_connection&) = delete;
 
-  // Resolves, connects and performs the WebSocket handshake within `timeout`.
-  // A non-empty `token` is sent as "Authorization: Bearer <token>".
+  // Resolves, connects and performs the TLS (for wss://) and WebSocket
+  // handshakes, all within `timeout`. A non-empty `token` is sent as
+  // "Authorization: Bearer <token>". `tls` is used only for wss:// URLs.
   boost::asio::awaitable<boost::system::error_code> connect(const ws_url& url,
                                                             std::chrono::milliseconds timeout,
-                                                            std::string token = {});
+                                                            std::string token = {},
+                                                            tls_options tls = {});
 
   // Queues one text frame. Never waits; frames go out in call order.
   void send(std::string text);

@@ -53,6 +53,7 @@ struct interactive_options {
   std::string token;
   bool reconnect = false;  // on connection loss: retry with back-off
   std::chrono::milliseconds connect_timeout{5000};
+  tls_options tls;  // for wss:// URLs
 };
 
 // Runs until `quit`, or end of input once every started run has ended.

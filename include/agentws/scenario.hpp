@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "agentws/client.hpp"
 #include "agentws/events.hpp"
 #include "agentws/protocol.hpp"
 
@@ -27,6 +28,7 @@ struct planned_cancel {
 struct scenario {
   std::string url = "ws://localhost:8000/ws";
   std::string token;  // sent as "Authorization: Bearer <token>" when set
+  tls_options tls;    // for wss:// URLs
   std::vector<std::string> runs{"run-001", "run-002"};
   std::vector<planned_cancel> cancels{{"run-002", std::chrono::milliseconds(2500)}};
   run_params_override params;  // sent only when set: the original server has no params

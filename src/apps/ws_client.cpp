@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
     ("steps", po::value(&steps), "params.steps for every run (default: the server's)")
     ("interval-ms", po::value(&interval_ms), "params.interval_ms for every run (default: the server's)")
     ("token", po::value(&plan.token), "bearer token for the server (default: $AGENTWS_TOKEN)")
+    ("ca-file", po::value(&plan.tls.ca_file),
+     "wss://: trust the CA certificates (or self-signed certificate) in this PEM file instead of the system's")
     ("interactive,i", "read commands from stdin (start ID [steps=N] [interval_ms=M], cancel ID, list, quit)")
     ("reconnect", "interactive mode: when the connection drops, reconnect with back-off")
     ("json", "print each event as its raw JSON line (the summary goes to stderr)")
@@ -76,8 +78,11 @@ int main(int argc, char** argv) {
   }
   if (args.count("help")) {
     std::cout << options
-              << "\nExit status: 0 every run ended as expected, 1 some did not (or the server\n"
-                 "broke the protocol), 2 bad usage, 3 connection failed or lost, 4 timeout.\n";
+              << "\nwss:// URLs need a server certificate valid for the URL's host that chains\n"
+                 "to the system's CA certificates, or to --ca-file's; TLS 1.2 or later.\n"
+                 "\nExit status: 0 every run ended as expected, 1 some did not (or the server\n"
+                 "broke the protocol), 2 bad usage (or an unusable --ca-file), 3 connection\n"
+                 "failed or lost (or the server's certificate failed verification), 4 timeout.\n";
     return 0;
   }
   if (!runs.empty()) {
@@ -94,6 +99,9 @@ int main(int argc, char** argv) {
       }
       plan.cancels.push_back(*cancel);
     }
+  }
+  if (!plan.tls.ca_file.empty() && !plan.url.starts_with("wss://")) {
+    std::cerr << "ws-client: --ca-file applies to wss:// URLs only; ignored\n";
   }
   if (!args.count("token")) {
     if (const char* env = std::getenv("AGENTWS_TOKEN")) plan.token = env;
@@ -129,7 +137,7 @@ int main(int argc, char** argv) {
   if (args.count("interactive")) {
     stdin_lines input;
     agentws::interactive_options interactive{plan.url, plan.token, args.count("reconnect") > 0,
-                                             plan.connect_timeout};
+                                             plan.connect_timeout, plan.tls};
     boost::asio::co_spawn(io, agentws::run_interactive(interactive, input, output),
                           [&](std::exception_ptr failure, agentws::scenario_exit exit) {
                             if (failure) {

@@ -110,6 +110,12 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
     notice("invalid --url " + printable(options.url) + ": " + url_error);
     co_return scenario_exit::usage;
   }
+  if (url->secure) {
+    if (std::string why = check_tls_options(options.tls); !why.empty()) {
+      notice(printable(why));
+      co_return scenario_exit::usage;
+    }
+  }
   const auto executor = co_await asio::this_coro::executor;
   auto state = std::make_shared<interactive_state>();
 
@@ -164,10 +170,14 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
   std::chrono::milliseconds backoff{250};
   for (;;) {
     state->connection = std::make_unique<client_connection>(executor);
-    auto ec = co_await state->connection->connect(*url, options.connect_timeout, options.token);
+    auto ec = co_await state->connection->connect(*url, options.connect_timeout, options.token,
+                                                  options.tls);
     if (ec) {
       notice("cannot connect to " + url->to_string() + ": " + ec.message());
-      if (!options.reconnect || state->quitting) co_return scenario_exit::connection;
+      // A certificate that fails verification will not pass on a retry.
+      if (!options.reconnect || state->quitting || ec.category() == certificate_category()) {
+        co_return scenario_exit::connection;
+      }
       notice("retrying in " + std::to_string(backoff.count()) + " ms");
       asio::steady_timer wait(executor, backoff);
       co_await wait.async_wait(asio::use_awaitable);

@@ -265,12 +265,15 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
     co_return scenario_exit::usage;
   }
   if (url->secure) {
-    notice("wss:// is not supported by this build: use ws://");
-    co_return scenario_exit::usage;
+    if (std::string why = check_tls_options(plan.tls); !why.empty()) {
+      notice(printable(why));
+      co_return scenario_exit::usage;
+    }
   }
 
   auto state = std::make_shared<scenario_state>(co_await asio::this_coro::executor);
-  if (auto ec = co_await state->connection.connect(*url, plan.connect_timeout, plan.token)) {
+  if (auto ec =
+          co_await state->connection.connect(*url, plan.connect_timeout, plan.token, plan.tls)) {
     notice("cannot connect to " + url->to_string() + ": " + ec.message());
     co_return scenario_exit::connection;
   }
