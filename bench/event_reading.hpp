@@ -24,9 +24,10 @@
 
 namespace agentws::bench {
 
-// Reads ASCII digits (no sign); false if empty or anything else is in `text`.
+// Reads ASCII digits (no sign); false if empty, longer than 18 digits (no
+// overflow) or anything else is in `text`.
 inline bool parse_digits(std::string_view text, std::int64_t& value) {
-  if (text.empty()) return false;
+  if (text.empty() || text.size() > 18) return false;
   value = 0;
   for (char c : text) {
     if (c < '0' || c > '9') return false;

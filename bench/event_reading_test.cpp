@@ -200,6 +200,19 @@ TEST_CASE("the fast path never disagrees with the full parser on mangled events"
   }
 }
 
+TEST_CASE("digits and timestamps are read without overflow", "[bench]") {
+  std::int64_t value = 0;
+  CHECK(agentws::bench::parse_digits("123456789012345678", value));
+  CHECK(value == 123456789012345678);
+  CHECK_FALSE(agentws::bench::parse_digits("99999999999999999999", value));
+  CHECK_FALSE(agentws::bench::parse_digits("12a", value));
+  CHECK_FALSE(agentws::bench::parse_digits("", value));
+  agentws::bench::ts_parser timestamps;
+  CHECK(timestamps.micros("1970-01-01T00:00:01.5Z") == 1'500'000);
+  CHECK(timestamps.micros(sample_ts) == timestamps.micros("2026-11-25T18:36:10.123456+01:00"));
+  CHECK_FALSE(timestamps.micros("2026-13-25T17:36:10Z"));
+}
+
 TEST_CASE("the frame reader joins frames split anywhere", "[bench]") {
   const std::string medium(300, 'm');    // 16-bit length
   const std::string large(70'000, 'l');  // 64-bit length
