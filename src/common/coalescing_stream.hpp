@@ -51,6 +51,7 @@ class coalescing_stream {
     std::optional<teardown_handler> teardown_waiter;  // runs once drained
     std::optional<teardown_handler> room_waiter;      // runs once below capacity
     std::uint64_t flushes_completed = 0;
+    bool release_when_drained = false;
   };
 
  public:
@@ -85,6 +86,19 @@ class coalescing_stream {
   bool has_room() const noexcept { return state_->pending.size() <= state_->capacity; }
   const boost::system::error_code& error() const noexcept { return state_->error; }
   std::uint64_t flushes_completed() const noexcept { return state_->flushes_completed; }
+
+  // Gives back the buffers' memory once everything is written (at once if it
+  // is), for connections going idle; the next write allocates again.
+  void release_memory() {
+    flush_state& s = *state_;
+    if (!s.pending.empty()) return;
+    std::string().swap(s.pending);
+    if (s.flushing) {
+      s.release_when_drained = true;
+    } else {
+      std::string().swap(s.in_flight);
+    }
+  }
 
   // Completes once the buffer is below capacity again (or the socket failed).
   template <class WaitToken>
@@ -164,6 +178,9 @@ class coalescing_stream {
     flush_state& s = *state;
     s.flushing = false;
     s.in_flight.clear();
+    if (std::exchange(s.release_when_drained, false) && s.pending.empty()) {
+      std::string().swap(s.in_flight);
+    }
     ++s.flushes_completed;
     if (ec) {
       s.error = ec;

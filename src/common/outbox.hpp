@@ -33,6 +33,11 @@ class frame_batch {
     bytes_.clear();
     ends_.clear();
   }
+  // Clears and gives the memory back (for connections going idle).
+  void release_memory() noexcept {
+    std::string().swap(bytes_);
+    std::vector<std::size_t>().swap(ends_);
+  }
 
  private:
   friend class outbox;
@@ -65,6 +70,11 @@ class outbox {
     queued_.ends_.push_back(queued_.bytes_.size());
     if (writer_waiting_) writer_wakeup_.cancel();
   }
+  // Gives back the queue's memory if it is empty (for connections going idle).
+  void release_memory() noexcept {
+    if (queued_.empty()) queued_.release_memory();
+  }
+
   void push_text(std::string_view text) {
     push([text](std::string& out) { out.append(text); });
   }

@@ -253,12 +253,20 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
       auto [accept_error] = co_await ws_.async_accept(request, nothrow);
       if (accept_error) {
         spdlog::debug("conn {}: websocket handshake failed: {}", id_, accept_error.message());
+        // Free the slot before the peer can see the close, not when this
+        // object is destroyed (later, maybe on another thread): a client
+        // that retries at once must not meet a 503 for its own old attempt.
+        upgraded_ = false;
+        state_->close_websocket();
         close_socket();
         co_return false;
       }
       // Bytes read past the request would be taken as the start of a frame;
       // a client must wait for the 101 anyway (RFC 6455 4.1), so drop them.
       read_buffer_.consume(read_buffer_.size());
+      // An idle connection should not keep the request's buffer: the first
+      // command allocates what messages need.
+      read_buffer_.shrink_to_fit();
       co_return true;
     }
 
@@ -364,6 +372,14 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     }
     state_->counters.frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
     state_->counters.bytes_sent.fetch_add(batch.bytes(), std::memory_order_relaxed);
+    if (runs_.empty() && outbox_.empty()) {
+      // Nothing runs: the connection may idle for hours, so it gives back
+      // its output buffers (about 1 KiB) and the next run allocates anew.
+      // While runs stream the buffers are kept: no allocation per event.
+      batch.release_memory();
+      outbox_.release_memory();
+      layer.release_memory();
+    }
     if (!layer.has_room()) {
       write_in_flight_ = true;
       arm_send_watchdog();
@@ -518,7 +534,9 @@ asio::awaitable<void> basic_session<Transport>::run_agent(
   if (!failure.empty()) {
     spdlog::warn("conn {}: run {} failed: {}", id_, printable(run->run_id), printable(failure));
   }
-  if (co_await wait_for_room(run.get())) {
+  // A cancelled run is already answered; not awaiting anything then also
+  // spares an exception (a cancelled coroutine throws at its next co_await).
+  if (!run->cancelled && co_await wait_for_room(run.get())) {
     outbox_.push([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); });
     state_->counters.runs_done.fetch_add(1, std::memory_order_relaxed);
     spdlog::debug("conn {}: run {} done", id_, printable(run->run_id));
@@ -545,12 +563,14 @@ void basic_session<Transport>::cancel_run(cancel_run_command command) {
   // Everything below happens before the next command is read: a start_run of
   // the same id right after this one starts a fresh run.
   run->cancelled = true;
-  run->cancel_signal.emit(asio::cancellation_type::terminal);
   state_->counters.runs_cancelled_client.fetch_add(1, std::memory_order_relaxed);
+  // The answer is queued before the run is woken to unwind, so the writer
+  // (woken first) sends it without waiting for the run's coroutine.
   outbox_.push([&](std::string& out) {
     append_run_cancelled(out, now(), run->run_id, cancel_reason::client, command.request_id);
   });
   cancels_in_outbox_.push_back(command_read_at_);
+  run->cancel_signal.emit(asio::cancellation_type::terminal);
   spdlog::debug("conn {}: run {} cancelled by client", id_, printable(run->run_id));
 }
 
