@@ -27,7 +27,9 @@ server_config test_config();
 
 class server_fixture {
  public:
-  explicit server_fixture(server_config config = test_config(), unsigned threads = 1);
+  // Two I/O threads by default, so every test (and the ThreadSanitizer run of
+  // the suite) exercises the server's strands across threads.
+  explicit server_fixture(server_config config = test_config(), unsigned threads = 2);
   ~server_fixture();  // stops the server; REQUIREs that it stopped in time
 
   std::uint16_t port() const noexcept { return server_.port(); }
