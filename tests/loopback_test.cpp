@@ -52,10 +52,7 @@ TEST_CASE("the original scenario: two runs and one cancelled while it waits", "[
   CHECK(second.back()["event_type"] == "run_cancelled");
   CHECK(second.back()["payload"]["reason"] == "client");
 
-  std::vector<json> first = peer.stash;
-  std::vector<json> more = peer.events_until_terminal("run-001");
-  first.insert(first.end(), more.begin(), more.end());
-  std::erase_if(first, [](const json& e) { return e["payload"].value("run_id", "") != "run-001"; });
+  std::vector<json> first = peer.events_until_terminal("run-001");
   CHECK(first.front()["event_type"] == "run_started");
   CHECK(steps_of(first) == iota_steps(5));
   for (const auto& e : first) {
@@ -322,10 +319,7 @@ TEST_CASE("a slow reader loses nothing because runs wait for the outbox", "[loop
   peer.send_command(start("flood-b", 3000, 0));
   std::this_thread::sleep_for(100ms);  // not for correctness: lets the outbox fill up first
   std::vector<json> a = peer.events_until_terminal("flood-a", 30000ms);
-  std::vector<json> b = peer.stash;
-  std::vector<json> rest = peer.events_until_terminal("flood-b", 30000ms);
-  b.insert(b.end(), rest.begin(), rest.end());
-  std::erase_if(b, [](const json& e) { return e["payload"].value("run_id", "") != "flood-b"; });
+  std::vector<json> b = peer.events_until_terminal("flood-b", 30000ms);
   CHECK(steps_of(a) == iota_steps(3000));
   CHECK(steps_of(b) == iota_steps(3000));
   CHECK(a.back()["event_type"] == "run_done");
@@ -347,10 +341,7 @@ TEST_CASE("several I/O threads serve many connections in order", "[loopback]") {
   }
   for (auto& peer : clients) {
     std::vector<json> a = peer->events_until_terminal("a", 20000ms);
-    std::vector<json> b = peer->stash;
-    std::vector<json> rest = peer->events_until_terminal("b", 20000ms);
-    b.insert(b.end(), rest.begin(), rest.end());
-    std::erase_if(b, [&](const json& e) { return e["payload"].value("run_id", "") != "b"; });
+    std::vector<json> b = peer->events_until_terminal("b", 20000ms);
     CHECK(steps_of(a) == iota_steps(500));
     CHECK(steps_of(b) == iota_steps(500));
   }

@@ -161,6 +161,21 @@ json scripted_peer::expect_event(std::string_view event_type, std::chrono::milli
 std::vector<json> scripted_peer::events_until_terminal(std::string_view run_id,
                                                        std::chrono::milliseconds limit) {
   std::vector<json> events;
+  auto is_terminal = [](const json& event) {
+    return event["event_type"] == "run_done" || event["event_type"] == "run_cancelled";
+  };
+  // Runs interleave: this run's events, even its end, may have been read
+  // (and stashed) while the caller waited for another one.
+  for (auto it = stash.begin(); it != stash.end();) {
+    const json& payload = (*it)["payload"];
+    if (!payload.contains("run_id") || payload["run_id"] != run_id) {
+      ++it;
+      continue;
+    }
+    events.push_back(std::move(*it));
+    it = stash.erase(it);
+    if (is_terminal(events.back())) return events;
+  }
   const auto deadline = std::chrono::steady_clock::now() + limit;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -175,8 +190,7 @@ std::vector<json> scripted_peer::events_until_terminal(std::string_view run_id,
       continue;
     }
     events.push_back(*event);
-    const std::string type = (*event)["event_type"];
-    if (type == "run_done" || type == "run_cancelled") return events;
+    if (is_terminal(events.back())) return events;
   }
 }
 

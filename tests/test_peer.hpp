@@ -60,8 +60,9 @@ class scripted_peer {
 
   // The next event, REQUIREd to exist and have this event_type.
   json expect_event(std::string_view event_type, std::chrono::milliseconds limit = 5000ms);
-  // Reads events until one for `run_id` with a terminal type arrives and
-  // returns every event of that run seen on the way (others are stashed).
+  // Returns every event of `run_id` up to its terminal one: first those
+  // already in the stash (taken out of it), then new ones read until the
+  // terminal event arrives (events of other runs read meanwhile are stashed).
   std::vector<json> events_until_terminal(std::string_view run_id,
                                           std::chrono::milliseconds limit = 10000ms);
   // Starts `run_id` with params and REQUIREs run_started, steps 0..steps-1
