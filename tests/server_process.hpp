@@ -15,6 +15,15 @@ namespace agentws::testing {
 
 using namespace std::chrono_literals;
 
+// A process's open file descriptors: sockets, and the rest (pipes, files,
+// epoll, event and timer descriptors).
+struct fd_census {
+  std::size_t sockets = 0;
+  std::size_t others = 0;
+  std::size_t total() const noexcept { return sockets + others; }
+  bool operator==(const fd_census&) const = default;
+};
+
 // Raises this process's soft RLIMIT_NOFILE to its hard limit (children
 // inherit it) and returns the soft limit now in force.
 std::size_t raise_fd_limit();
@@ -32,8 +41,8 @@ class server_process {
   pid_t pid() const noexcept { return pid_; }
   std::uint16_t port() const noexcept { return port_; }
 
-  // Entries in /proc/PID/fd: every socket, pipe and file the server holds.
-  std::size_t open_fds() const;
+  // The entries of /proc/PID/fd: every socket, pipe and file the server holds.
+  fd_census open_fds() const;
   // VmRSS from /proc/PID/status, in KiB.
   std::size_t rss_kib() const;
   // Everything the server logged so far, and its last `lines` lines.
