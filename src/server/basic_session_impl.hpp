@@ -395,6 +395,10 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
   }
   if (!slow_close_started_) send_watchdog_.cancel();  // else it is the close deadline
   if (layer.error()) {
+    // The peer is gone: its runs end here, counted as cancelled by the
+    // disconnect (they will never send a terminal event), and their timers
+    // stop at once instead of when the reader notices.
+    cancel_all_runs(std::nullopt);
     outbox_.close();
     close_socket();
     co_return;
