@@ -264,8 +264,8 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
       // Bytes read past the request would be taken as the start of a frame;
       // a client must wait for the 101 anyway (RFC 6455 4.1), so drop them.
       read_buffer_.consume(read_buffer_.size());
-      // An idle connection should not keep the request's buffer: the first
-      // command allocates what messages need.
+      // The request may have grown the buffer well past what frames need;
+      // the WebSocket read prepares its own (about 1.5 KB) from scratch.
       read_buffer_.shrink_to_fit();
       co_return true;
     }
