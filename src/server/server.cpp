@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -13,7 +14,9 @@
 #include "server/server_state.hpp"
 #include "server/session.hpp"
 
+#include <array>
 #include <stdexcept>
+#include <vector>
 
 namespace agentws {
 
@@ -51,12 +54,21 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const server_config& config
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<impl> {
-  impl(asio::io_context& io, server_config config)
-      : io_(io),
+  impl(std::span<asio::io_context* const> contexts, server_config config)
+      : contexts_(checked_contexts(contexts)),
         state_(std::make_shared<detail::server_state>(std::move(config))),
-        strand_(asio::make_strand(io)),
+        strand_(asio::make_strand(*contexts_.front())),
         acceptor_(strand_),
         grace_timer_(strand_) {}
+
+  static std::vector<asio::io_context*> checked_contexts(
+      std::span<asio::io_context* const> contexts) {
+    if (contexts.empty()) throw std::invalid_argument("agentws::server needs an io_context");
+    for (auto* context : contexts) {
+      if (context == nullptr) throw std::invalid_argument("agentws::server: null io_context");
+    }
+    return {contexts.begin(), contexts.end()};
+  }
 
   void start() {
     const server_config& config = state_->config;
@@ -67,6 +79,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     acceptor_.bind(endpoint);
     acceptor_.listen(asio::socket_base::max_listen_connections);
     port_ = acceptor_.local_endpoint().port();
+    for (auto* context : contexts_)
+      keep_running_.push_back(asio::make_work_guard(*context));
     asio::co_spawn(strand_, accept_loop(shared_from_this()), [](std::exception_ptr failure) {
       if (!failure) return;
       try {
@@ -80,7 +94,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> accept_loop([[maybe_unused]] std::shared_ptr<impl> self) {
     asio::steady_timer backoff(strand_);
     while (acceptor_.is_open()) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(io_),
+      // Connections are dealt to the contexts in turn; each gets its own
+      // strand there (a context may be run by several threads).
+      asio::io_context& context = *contexts_[next_context_];
+      next_context_ = (next_context_ + 1) % contexts_.size();
+      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(context),
                                                           asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
       if (ec) {
@@ -118,12 +136,15 @@ struct server::impl : std::enable_shared_from_this<impl> {
         self->grace_timer_.cancel();
         spdlog::info("all connections closed");
         if (on_stopped) on_stopped();
+        self->keep_running_.clear();  // each run() returns once its context is done
       });
     });
     state_->for_each_session([](detail::session& s) { s.shutdown(); });
   }
 
-  asio::io_context& io_;
+  const std::vector<asio::io_context*> contexts_;
+  std::size_t next_context_ = 0;  // accept loop only
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running_;
   std::shared_ptr<detail::server_state> state_;
   asio::strand<asio::io_context::executor_type> strand_;
   tcp::acceptor acceptor_;
@@ -133,7 +154,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
 };
 
 server::server(asio::io_context& io, server_config config)
-    : impl_(std::make_shared<impl>(io, std::move(config))) {}
+    : server(std::span<asio::io_context* const>(std::array{&io}), std::move(config)) {}
+
+server::server(std::span<asio::io_context* const> contexts, server_config config)
+    : impl_(std::make_shared<impl>(contexts, std::move(config))) {}
 
 server::~server() = default;
 
