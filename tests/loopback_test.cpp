@@ -277,6 +277,22 @@ TEST_CASE("graceful shutdown cancels runs with reason shutdown and closes with 1
   CHECK(http_status(server.port(), "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == 0);
 }
 
+TEST_CASE("a connection that went idle answers again and closes with 1001 on stop", "[loopback]") {
+  // An idle connection has no writer: the one that sent `connected` ended in
+  // the same strand turn, before any command could be read. Each answer below
+  // needs a new writer, and so does the close on stop.
+  server_fixture server;
+  test_peer peer(server.port());
+  peer.expect_event("connected");
+  peer.send_text(R"({"command":"cancel_run","run_id":"nothing"})");
+  CHECK(peer.expect_event("error")["payload"]["code"] == "run_not_active");
+  peer.run_to_completion("first", 2, 1);
+  peer.run_to_completion("second", 2, 1);
+  server.get().stop();
+  CHECK(peer.wait_for_close() == 1001);
+  CHECK(server.stop_and_join(3000ms));
+}
+
 TEST_CASE("stop with no connections returns at once", "[loopback]") {
   server_fixture server;
   const auto begin = std::chrono::steady_clock::now();

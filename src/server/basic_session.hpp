@@ -4,7 +4,8 @@
 //
 // Everything of a session runs on its own strand: the TLS and HTTP phases,
 // then one reader (commands), one writer (the only caller of async_write,
-// draining the outbox) and one coroutine per run. No locks inside; other
+// draining the outbox; started by the first frame queued and ended when the
+// connection goes idle, never two at once) and one coroutine per run. No locks inside; other
 // threads reach a session only through shutdown() and force_close(), which
 // post to it.
 #pragma once
@@ -104,6 +105,17 @@ class basic_session final : public session {
   boost::asio::awaitable<void> run_agent(std::shared_ptr<basic_session> self,
                                          std::shared_ptr<run_state> run);
 
+  // Queues one frame built in place (see outbox::push) and makes sure a
+  // writer is there to send it.
+  template <class Build>
+  void queue_frame(Build&& build) {
+    outbox_.push(std::forward<Build>(build));
+    start_writer();
+  }
+  // The writer runs while there is something to send or a run that may send;
+  // an idle connection has none (see write_frames).
+  void start_writer();
+
   void handle_text(std::string_view text);
   void start_run(start_run_command command);
   void cancel_run(cancel_run_command command);
@@ -144,6 +156,8 @@ class basic_session final : public session {
   // completes for send_timeout closes the connection.
   boost::asio::steady_timer send_watchdog_;
   bool watchdog_armed_ = false;
+  bool writer_running_ = false;
+  bool writer_finished_ = false;  // the outbox closed or the socket failed
   bool write_in_flight_ = false;
   bool slow_close_started_ = false;
 };

@@ -67,7 +67,7 @@ class basic_session<Transport>::run_handle final : public run_context {
     }
     if (!co_await session_.wait_for_room(run_.get())) co_return false;
     const std::uint64_t step = run_->next_step++;
-    session_.outbox_.push(
+    session_.queue_frame(
         [&](std::string& out) { append_run_event(out, session_.now(), run_->run_id, step, text); });
     co_return true;
   }
@@ -141,7 +141,8 @@ std::string_view basic_session<Transport>::now() {
 }
 
 template <class Transport>
-asio::awaitable<void> basic_session<Transport>::serve(std::shared_ptr<basic_session> self) {
+asio::awaitable<void> basic_session<Transport>::serve(
+    [[maybe_unused]] std::shared_ptr<basic_session> self) {
   // A stop that began before this session registered must still reach it.
   if (state_->stopping()) co_return;
   if constexpr (is_tls_transport<Transport>) {
@@ -150,17 +151,9 @@ asio::awaitable<void> basic_session<Transport>::serve(std::shared_ptr<basic_sess
   if (!co_await serve_http()) co_return;
 
   spdlog::debug("conn {}: websocket open", id_);
-  outbox_.push([&](std::string& out) {
+  queue_frame([&](std::string& out) {
     append_connected(out, now(), state_->config.identity, state_->config.limits,
                      state_->config.default_params);
-  });
-  asio::co_spawn(ws_.get_executor(), write_frames(self), [id = id_](std::exception_ptr failure) {
-    if (!failure) return;
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      spdlog::error("conn {}: writer failed: {}", id, e.what());
-    }
   });
   if (state_->stopping()) begin_shutdown();
 
@@ -350,7 +343,20 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
   auto& layer = ws_.next_layer();
   frame_batch batch;
   for (;;) {
-    co_await outbox_.wait_for_frames();
+    if (outbox_.empty() && !outbox_.closed()) {
+      if (runs_.empty()) {
+        // Nothing runs: the connection may idle for hours, so the writer
+        // ends and gives back its buffers (about 2 KiB with its coroutine
+        // frames); the next frame queued starts a new one. While runs stream
+        // it stays: no allocation per event.
+        outbox_.release_memory();
+        layer.release_memory();
+        cancels_in_outbox_.shrink_to_fit();
+        writer_running_ = false;
+        co_return;
+      }
+      co_await outbox_.wait_for_frames();
+    }
     if (outbox_.empty()) break;  // closed and drained
     outbox_.take(batch);
     // The peer is closing or gone, or we are closing a slow consumer (its
@@ -372,14 +378,6 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     }
     state_->counters.frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
     state_->counters.bytes_sent.fetch_add(batch.bytes(), std::memory_order_relaxed);
-    if (runs_.empty() && outbox_.empty()) {
-      // Nothing runs: the connection may idle for hours, so it gives back
-      // its output buffers (about 1 KiB) and the next run allocates anew.
-      // While runs stream the buffers are kept: no allocation per event.
-      batch.release_memory();
-      outbox_.release_memory();
-      layer.release_memory();
-    }
     if (!layer.has_room()) {
       write_in_flight_ = true;
       arm_send_watchdog();
@@ -393,6 +391,8 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
       break;
     }
   }
+  // The outbox is closed or the socket failed: no writer starts after this one.
+  writer_finished_ = true;
   if (!slow_close_started_) send_watchdog_.cancel();  // else it is the close deadline
   if (layer.error()) {
     // The peer is gone: its runs end here, counted as cancelled by the
@@ -407,6 +407,21 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     auto [ec] = co_await ws_.async_close(*close_reason_, nothrow);
     if (ec && !is_expected_end(ec)) spdlog::debug("conn {}: close failed: {}", id_, ec.message());
   }
+}
+
+template <class Transport>
+void basic_session<Transport>::start_writer() {
+  if (writer_running_ || writer_finished_ || !upgraded_) return;
+  writer_running_ = true;
+  asio::co_spawn(ws_.get_executor(), write_frames(shared_self()),
+                 [id = id_](std::exception_ptr failure) {
+                   if (!failure) return;
+                   try {
+                     std::rethrow_exception(failure);
+                   } catch (const std::exception& e) {
+                     spdlog::error("conn {}: writer failed: {}", id, e.what());
+                   }
+                 });
 }
 
 template <class Transport>
@@ -481,7 +496,7 @@ void basic_session<Transport>::send_error(const protocol_error& error) {
   state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
   state_->counters.errors_by_code[static_cast<std::size_t>(error.code)].fetch_add(
       1, std::memory_order_relaxed);
-  outbox_.push([&](std::string& out) { append_error(out, now(), error); });
+  queue_frame([&](std::string& out) { append_error(out, now(), error); });
 }
 
 template <class Transport>
@@ -500,7 +515,7 @@ void basic_session<Transport>::start_run(start_run_command command) {
                                          command.params.apply_to(state_->config.default_params));
   runs_.emplace(run->run_id, run);
   state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);
-  outbox_.push(
+  queue_frame(
       [&](std::string& out) { append_run_started(out, now(), run->run_id, command.request_id); });
   spdlog::debug("conn {}: run {} started", id_, printable(run->run_id));
 
@@ -541,7 +556,7 @@ asio::awaitable<void> basic_session<Transport>::run_agent(
   // A cancelled run is already answered; not awaiting anything then also
   // spares an exception (a cancelled coroutine throws at its next co_await).
   if (!run->cancelled && co_await wait_for_room(run.get())) {
-    outbox_.push([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); });
+    queue_frame([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); });
     state_->counters.runs_done.fetch_add(1, std::memory_order_relaxed);
     spdlog::debug("conn {}: run {} done", id_, printable(run->run_id));
   }
@@ -570,7 +585,7 @@ void basic_session<Transport>::cancel_run(cancel_run_command command) {
   state_->counters.runs_cancelled_client.fetch_add(1, std::memory_order_relaxed);
   // The answer is queued before the run is woken to unwind, so the writer
   // (woken first) sends it without waiting for the run's coroutine.
-  outbox_.push([&](std::string& out) {
+  queue_frame([&](std::string& out) {
     append_run_cancelled(out, now(), run->run_id, cancel_reason::client, command.request_id);
   });
   cancels_in_outbox_.push_back(command_read_at_);
@@ -587,7 +602,7 @@ void basic_session<Transport>::cancel_all_runs(std::optional<cancel_reason> anno
     run->cancel_signal.emit(asio::cancellation_type::terminal);
     counter.fetch_add(1, std::memory_order_relaxed);
     if (announce) {
-      outbox_.push([&](std::string& out) {
+      queue_frame([&](std::string& out) {
         append_run_cancelled(out, now(), run->run_id, *announce, std::nullopt);
       });
     }
@@ -605,7 +620,8 @@ void basic_session<Transport>::begin_shutdown() {
   closing_ = true;
   cancel_all_runs(cancel_reason::shutdown);
   close_reason_ = websocket::close_reason(websocket::close_code::going_away, "server shutdown");
-  outbox_.close();  // the writer drains what is queued, then sends the close
+  outbox_.close();
+  start_writer();  // it drains what is queued, then sends the close
 }
 
 }  // namespace agentws::detail
