@@ -52,6 +52,7 @@ class coalescing_stream {
     std::optional<teardown_handler> room_waiter;      // runs once below capacity
     std::uint64_t flushes_completed = 0;
     bool release_when_drained = false;
+    bool hold_next_write = false;
   };
 
  public:
@@ -82,6 +83,10 @@ class coalescing_stream {
   // above, whose own frames (pongs, close) arrive here whole, in one call.
   void append_raw(std::string_view bytes) { state_->pending.append(bytes); }
   std::string& raw_buffer() noexcept { return state_->pending; }
+  // The next write through the stream above is buffered but not flushed: it
+  // leaves with whatever the next flush() or write brings (the server's 101
+  // response and its `connected` frame: one syscall, one read for the peer).
+  void hold_next_write() noexcept { state_->hold_next_write = true; }
   void flush() { start_flush(state_); }
   bool has_room() const noexcept { return state_->pending.size() <= state_->capacity; }
   const boost::system::error_code& error() const noexcept { return state_->error; }
@@ -155,6 +160,10 @@ class coalescing_stream {
     const std::size_t at = s.pending.size();
     s.pending.resize(at + size);
     boost::asio::buffer_copy(boost::asio::buffer(s.pending.data() + at, size), buffers);
+    if (std::exchange(s.hold_next_write, false)) {
+      post_completion(std::move(handler), boost::system::error_code{}, size);
+      return;
+    }
     start_flush(state_);
     if (s.pending.size() <= s.capacity) {
       post_completion(std::move(handler), boost::system::error_code{}, size);

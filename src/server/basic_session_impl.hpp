@@ -243,9 +243,12 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
       // From here on the WebSocket's own timeouts govern the connection.
       lowest::expires_never(tcp);
       configure_websocket();
+      // The 101 waits for `connected` (queued by serve()): one write for both.
+      ws_.next_layer().hold_next_write();
       auto [accept_error] = co_await ws_.async_accept(request, nothrow);
       if (accept_error) {
         spdlog::debug("conn {}: websocket handshake failed: {}", id_, accept_error.message());
+        ws_.next_layer().flush();  // Beast's error response, if it wrote one
         // Free the slot before the peer can see the close, not when this
         // object is destroyed (later, maybe on another thread): a client
         // that retries at once must not meet a 503 for its own old attempt.
