@@ -8,6 +8,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/program_options.hpp>
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <csignal>
@@ -49,6 +50,20 @@ class json_message_flag final : public spdlog::custom_flag_formatter {
     return std::make_unique<json_message_flag>();
   }
 };
+
+// A client that reads slowly while its runs stream grows the connection's
+// buffers to hundreds of KiB, given back when its runs end. By default glibc
+// returns such memory to the kernel at once and maps buffers over 128 KiB
+// afresh, so the next burst faults every page in again: with 1,000 streaming
+// connections that was a third of the server's CPU per event. Keep up to
+// 64 MiB free per malloc arena instead, and take buffers up to 4 MiB from the
+// arenas: after a burst, RSS stays near its peak (by at most that much).
+void keep_freed_memory_for_reuse() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+#endif
+}
 
 // Each connection is a file descriptor: lift the soft limit to the hard one so
 // that --max-connections (10,000 by default) is not cut short by a low
@@ -189,6 +204,7 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(level);
 
+  keep_freed_memory_for_reuse();
   const rlim_t open_files = raise_open_file_limit();
   if (open_files != 0 && open_files < config.max_connections + 64) {
     spdlog::warn(
