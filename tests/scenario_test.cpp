@@ -399,6 +399,22 @@ TEST_CASE("printable escapes overlong, surrogate and out-of-range sequences",
   CHECK(agentws::printable("\xf4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80");  // U+110000
 }
 
+TEST_CASE("json_on_one_line keeps the event and drops line breaks between tokens",
+          "[protocol][scenario][format]") {
+  const std::string compact = R"({"event_type":"run_event","payload":{"text":"a\nb"}})";
+  CHECK(agentws::json_on_one_line(compact) == compact);  // escaped \n stays
+  const std::string pretty =
+      "{\r\n  \"event_type\": \"run_event\",\n  \"payload\": {\"text\": \"a\\nb\"}\n}";
+  const std::string line = agentws::json_on_one_line(pretty);
+  CHECK(line.find('\n') == std::string::npos);
+  CHECK(line.find('\r') == std::string::npos);
+  const auto event = agentws::parse_event(line);
+  REQUIRE(event);
+  CHECK(event->kind == agentws::event_kind::run_event);
+  CHECK(event->text == "a\nb");
+  CHECK(event->payload_json == agentws::parse_event(pretty)->payload_json);
+}
+
 TEST_CASE("format_event_line prints one plain line per event", "[protocol][scenario][format]") {
   const std::string t(ts);
   CHECK(agentws::format_event_line(connected(), false) == t + " [-] connected Connected");

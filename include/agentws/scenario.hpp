@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agentws/client.hpp"
@@ -77,6 +78,12 @@ class run_tracker {
 // One readable line per event, e.g.
 //   2026-11-25T17:36:10.123456+00:00 [run-002] run_event step=1 agent step 1
 std::string format_event_line(const received_event& event, bool color);
+
+// An event's JSON text on one line (ws-client --json). A server may put line
+// breaks between JSON tokens (pretty-printing); inside strings JSON allows
+// them only escaped, so replacing each CR and LF with a space keeps the
+// meaning and makes "one event per line" hold for any server.
+std::string json_on_one_line(std::string_view raw_json);
 
 // The end-of-scenario table: one line per run and a verdict.
 std::string format_summary(const run_tracker& tracker, bool color);

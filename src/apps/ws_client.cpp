@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
      "wss://: trust the CA certificates (or self-signed certificate) in this PEM file instead of the system's")
     ("interactive,i", "read commands from stdin (start ID [steps=N] [interval_ms=M], cancel ID, list, quit)")
     ("reconnect", "interactive mode: when the connection drops, reconnect with back-off")
-    ("json", "print each event as its raw JSON line (the summary goes to stderr)")
+    ("json", "print each event's JSON as received, one line each (the summary goes to stderr)")
     ("color", po::value(&color_mode)->default_value(color_mode), "auto, always or never")
     ("timeout", po::value(&timeout_seconds)->default_value(timeout_seconds),
      "give up after this many seconds");
@@ -125,7 +125,8 @@ int main(int argc, char** argv) {
   agentws::scenario_output output;
   output.on_event = [&](const std::string& raw, const agentws::received_event& event) {
     if (json) {
-      std::cout << raw << '\n' << std::flush;  // one event per line, as it arrives
+      // One event per line, as it arrives (a pretty-printing server too).
+      std::cout << agentws::json_on_one_line(raw) << '\n' << std::flush;
     } else {
       std::cout << agentws::format_event_line(event, color) << '\n' << std::flush;
     }

@@ -177,6 +177,14 @@ bool run_tracker::all_as_expected() const {
                                           [](const run_report& r) { return r.as_expected(); });
 }
 
+std::string json_on_one_line(std::string_view raw_json) {
+  std::string line(raw_json);
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return line;
+}
+
 std::string format_event_line(const received_event& event, bool color) {
   std::string line = printable(event.ts.empty() ? "-" : event.ts);
   line += " [";
