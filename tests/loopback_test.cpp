@@ -293,6 +293,29 @@ TEST_CASE("a connection that went idle answers again and closes with 1001 on sto
   CHECK(server.stop_and_join(3000ms));
 }
 
+TEST_CASE("the 101 and the connected frame arrive in one write", "[loopback]") {
+  // http_exchange stops at its first read that holds the whole 101 head;
+  // sent apart, the 101 would wake that read alone.
+  server_fixture server;
+  const std::string response = http_exchange(
+      server.port(),
+      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  REQUIRE(response.starts_with("HTTP/1.1 101"));
+  const std::string frames = response.substr(response.find("\r\n\r\n") + 4);
+  REQUIRE(frames.size() > 2);
+  CHECK(static_cast<unsigned char>(frames[0]) == 0x81);  // FIN + text
+  CHECK(json::parse(frames.substr(frames[1] == 126 ? 4 : 2))["event_type"] == "connected");
+}
+
+TEST_CASE("a server needs at least one io_context", "[loopback]") {
+  CHECK_THROWS_AS(server(std::span<boost::asio::io_context* const>(), test_config()),
+                  std::invalid_argument);
+  boost::asio::io_context* none = nullptr;
+  CHECK_THROWS_AS(server(std::span<boost::asio::io_context* const>(&none, 1), test_config()),
+                  std::invalid_argument);
+}
+
 TEST_CASE("stop with no connections returns at once", "[loopback]") {
   server_fixture server;
   const auto begin = std::chrono::steady_clock::now();
