@@ -5,9 +5,9 @@
 // Everything of a session runs on its own strand: the TLS and HTTP phases,
 // then one reader (commands), one writer (the only caller of async_write,
 // draining the outbox; started by the first frame queued and ended when the
-// connection goes idle, never two at once) and one coroutine per run. No locks inside; other
-// threads reach a session only through shutdown() and force_close(), which
-// post to it.
+// connection goes idle, never two at once) and one coroutine per run. No
+// locks inside; other threads reach a session only through shutdown() and
+// force_close(), which post to it.
 #pragma once
 
 #include <boost/asio/cancellation_signal.hpp>
