@@ -1,0 +1,40 @@
+// Numeric command-line options with a stated range, for ws-server and
+// ws-client. Boost.Program_options reads "-3" into an unsigned as 2^64 - 3;
+// these read the text themselves and refuse anything outside the range, so a
+// typo never becomes a huge thread count or an instant timeout.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace agentws {
+
+// The values one option accepts, both ends included.
+struct integer_range {
+  std::uint64_t min;
+  std::uint64_t max;
+};
+
+// Reads `text` (decimal digits only, no sign, no spaces, no suffix) as an
+// integer within `range`. On failure returns the message for the user, e.g.
+// "--threads: '-3' is not an integer from 1 to 1024".
+std::variant<std::uint64_t, std::string> parse_integer_option(std::string_view option,
+                                                              std::string_view text,
+                                                              integer_range range);
+
+// The same for a decimal number such as "2.5" (seconds), within [min, max].
+struct number_range {
+  double min;
+  double max;
+};
+std::variant<double, std::string> parse_number_option(std::string_view option,
+                                                      std::string_view text, number_range range);
+
+// The message for a value that is outside its range, in the same words.
+std::string out_of_range_message(std::string_view option, std::string_view text,
+                                 integer_range range);
+
+}  // namespace agentws
