@@ -259,12 +259,14 @@ void append_run_done(std::string& out, std::string_view ts, std::string_view run
 }
 
 void append_run_cancelled(std::string& out, std::string_view ts, std::string_view run_id,
-                          cancel_reason reason, const std::optional<std::string>& request_id) {
-  event_writer(out, "run_cancelled", ts)
-      .field("run_id", run_id)
+                          cancel_reason reason, const std::optional<std::string>& request_id,
+                          std::optional<std::uint64_t> last_step) {
+  event_writer writer(out, "run_cancelled", ts);
+  writer.field("run_id", run_id)
       .field("reason", reason == cancel_reason::client ? "client" : "shutdown")
-      .optional_field("request_id", request_id)
-      .finish();
+      .optional_field("request_id", request_id);
+  if (last_step) writer.field("last_step", *last_step);
+  writer.finish();
 }
 
 void append_error(std::string& out, std::string_view ts, const protocol_error& error) {

@@ -292,6 +292,12 @@ TEST_CASE("Event builders write the contract's exact bytes", "[protocol][events]
     CHECK(out == R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", )"
                  R"("reason": "client", "request_id": "c-9"}})");
   }
+  SECTION("run_cancelled with the last step the connection was sent") {
+    agentws::append_run_cancelled(out, "T", "run-002", agentws::cancel_reason::client, "c-9",
+                                  std::uint64_t{41});
+    CHECK(out == R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", )"
+                 R"("reason": "client", "request_id": "c-9", "last_step": 41}})");
+  }
   SECTION("error with only a message and code") {
     agentws::append_error(out, "T", agentws::binary_frame_error());
     CHECK(

@@ -104,7 +104,13 @@ std::optional<std::string> http_answer::header(std::string_view name) const {
   return std::nullopt;
 }
 
-raw_peer::raw_peer(std::uint16_t port) : socket_(io_) {
+raw_peer::raw_peer(std::uint16_t port) : raw_peer(port, 0) {}
+
+raw_peer::raw_peer(std::uint16_t port, int receive_buffer_bytes) : socket_(io_) {
+  if (receive_buffer_bytes > 0) {
+    socket_.open(tcp::v4());
+    socket_.set_option(asio::socket_base::receive_buffer_size(receive_buffer_bytes));
+  }
   bool done = false;
   error_code result;
   socket_.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port),
@@ -124,7 +130,7 @@ raw_peer::~raw_peer() {
 }
 
 void raw_peer::start_reading() {
-  if (reading_ || ended_) return;
+  if (reading_ || ended_ || paused_) return;
   reading_ = true;
   socket_.async_read_some(asio::buffer(chunk_), [this](error_code ec, std::size_t n) {
     reading_ = false;
@@ -222,6 +228,7 @@ void raw_peer::open_websocket() {
 
 void raw_peer::consume(std::size_t n) {
   in_pos_ += n;
+  consumed_total_ += n;
   if (in_pos_ == in_.size()) {
     in_.clear();
     in_pos_ = 0;

@@ -65,6 +65,9 @@ class raw_peer final : public scripted_peer {
  public:
   // Opens a TCP connection to 127.0.0.1:port, or FAILs the test.
   explicit raw_peer(std::uint16_t port);
+  // With SO_RCVBUF set before connecting (the kernel doubles it), so the
+  // window, and what the server can push ahead, stays that small.
+  raw_peer(std::uint16_t port, int receive_buffer_bytes);
   ~raw_peer();
   raw_peer(const raw_peer&) = delete;
   raw_peer& operator=(const raw_peer&) = delete;
@@ -108,6 +111,15 @@ class raw_peer final : public scripted_peer {
   void pump(std::chrono::milliseconds duration);
 
   bool ended() const noexcept { return ended_; }
+  // While paused, nothing is read from the socket (writes too must then fit
+  // in the kernel's buffers): the server sees a client that does not read.
+  void pause_reading() noexcept { paused_ = true; }
+  void resume_reading() {
+    paused_ = false;
+    start_reading();
+  }
+  // Bytes of frames taken by next_frame() / next_event() so far.
+  std::uint64_t consumed_bytes() const noexcept { return consumed_total_; }
   // Bytes received and not consumed yet.
   std::string_view input() const noexcept { return std::string_view(in_).substr(in_pos_); }
   // Raw text of the last frame next_event() parsed.
@@ -132,6 +144,8 @@ class raw_peer final : public scripted_peer {
   std::size_t in_pos_ = 0;  // in_ before this was consumed already
   char chunk_[64 * 1024];
   bool reading_ = false;
+  bool paused_ = false;
+  std::uint64_t consumed_total_ = 0;
   bool ended_ = false;
   std::optional<unsigned> close_code_;
   std::string last_text_;

@@ -90,8 +90,10 @@ void append_run_event(std::string& out, std::string_view ts, std::string_view ru
 // `failure` set: the agent failed; still the run's one terminal event.
 void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
                      std::string_view failure = {});
+// `last_step`: the last step this connection was sent (absent: none was).
 void append_run_cancelled(std::string& out, std::string_view ts, std::string_view run_id,
-                          cancel_reason reason, const std::optional<std::string>& request_id);
+                          cancel_reason reason, const std::optional<std::string>& request_id,
+                          std::optional<std::uint64_t> last_step = std::nullopt);
 void append_error(std::string& out, std::string_view ts, const protocol_error& error);
 
 // --- Reading events (client side) ---

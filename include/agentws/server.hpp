@@ -28,6 +28,19 @@ struct server_config {
   std::size_t max_connections = 10'000;  // WebSocket sessions; past it: 503
   // Bytes of events queued per connection before runs wait (backpressure).
   std::size_t outbox_bytes = 256 * 1024;
+  // Bytes the writer hands to the socket at a time (two such writes may be
+  // outstanding). Frames handed over can no longer be overtaken by an answer
+  // or dropped by a cancel, so this bounds how far behind an answer can be.
+  std::size_t write_chunk_bytes = 64 * 1024;
+  // TCP_NOTSENT_LOWAT on every connection: at most about this many bytes wait
+  // unsent in the kernel (without capping the window), so what is queued later
+  // can still overtake. 0 leaves the kernel's default (unbounded: the send
+  // buffer autotunes up to net.ipv4.tcp_wmem's maximum).
+  std::size_t tcp_notsent_lowat = 64 * 1024;
+  // Commands whose answers are not yet sent, per connection: past it the
+  // server stops reading commands until the client takes some (answers are
+  // sent ahead of run events, so this drains at the client's pace).
+  std::size_t max_pending_answers = 64;
   // HTTP request and WebSocket opening/closing handshakes must finish in this.
   std::chrono::milliseconds handshake_timeout{10'000};
   // A silent peer is pinged after half of this and dropped after all of it.
@@ -71,6 +84,8 @@ struct server_stats {
   std::uint64_t bytes_sent = 0;
   std::uint64_t errors_sent = 0;
   std::uint64_t slow_consumer_closes = 0;
+  std::uint64_t outbox_waits = 0;         // a run found its connection's outbox full
+  std::uint64_t command_read_pauses = 0;  // a reader waited for answers to be sent
 };
 
 class server {

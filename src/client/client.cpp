@@ -163,7 +163,7 @@ struct client_connection::impl : std::enable_shared_from_this<impl> {
   explicit impl(asio::any_io_executor ex)
       : executor(ex),
         ws(std::in_place_type<plain_websocket>, ex),
-        outbox(ex, client_outbox_bytes) {}
+        outbox(ex, detail::outbox_limits{client_outbox_bytes}) {}
 
   template <class Function>
   decltype(auto) visit(Function&& function) {
@@ -171,20 +171,18 @@ struct client_connection::impl : std::enable_shared_from_this<impl> {
   }
 
   asio::awaitable<void> write_frames([[maybe_unused]] std::shared_ptr<impl> self) {
-    detail::frame_batch batch;
+    std::string frame;
     for (;;) {
       co_await outbox.wait_for_frames();
       if (outbox.empty()) break;
-      outbox.take(batch);
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        const std::string_view frame = batch.frame(i);
-        auto [ec, n] = co_await visit([&](auto& stream) {
-          return stream.async_write(asio::buffer(frame.data(), frame.size()), nothrow);
-        });
-        if (ec) {
-          outbox.close();
-          co_return;
-        }
+      // One frame at a time, in order (commands are few and small).
+      outbox.take(1, [&frame](std::string_view next) { frame.assign(next); });
+      auto [ec, n] = co_await visit([&](auto& stream) {
+        return stream.async_write(asio::buffer(frame.data(), frame.size()), nothrow);
+      });
+      if (ec) {
+        outbox.close();
+        co_return;
       }
     }
     if (closing && visit([](auto& stream) { return stream.is_open(); })) {
@@ -296,7 +294,7 @@ asio::awaitable<error_code> client_connection::connect(const ws_url& url,
 }
 
 void client_connection::send(std::string text) {
-  impl_->outbox.push_text(text);
+  impl_->outbox.push_event([&text](std::string& out) { out.append(text); }, {});
 }
 
 asio::awaitable<std::pair<error_code, std::string_view>> client_connection::read() {

@@ -49,7 +49,8 @@ class coalescing_stream {
     std::optional<write_handler> blocked_write;  // completes when room is made
     std::size_t blocked_bytes = 0;
     std::optional<teardown_handler> teardown_waiter;  // runs once drained
-    std::optional<teardown_handler> room_waiter;      // runs once below capacity
+    std::optional<teardown_handler> room_waiter;      // runs once pending <= room_threshold
+    std::size_t room_threshold = 0;
     std::uint64_t flushes_completed = 0;
     bool release_when_drained = false;
     bool hold_next_write = false;
@@ -89,6 +90,8 @@ class coalescing_stream {
   void hold_next_write() noexcept { state_->hold_next_write = true; }
   void flush() { start_flush(state_); }
   bool has_room() const noexcept { return state_->pending.size() <= state_->capacity; }
+  // Bytes not yet handed to the socket (behind the write in flight).
+  std::size_t pending_bytes() const noexcept { return state_->pending.size(); }
   const boost::system::error_code& error() const noexcept { return state_->error; }
   std::uint64_t flushes_completed() const noexcept { return state_->flushes_completed; }
 
@@ -105,14 +108,16 @@ class coalescing_stream {
     }
   }
 
-  // Completes once the buffer is below capacity again (or the socket failed).
+  // Completes once at most `pending` bytes wait behind the write in flight
+  // (or the socket failed).
   template <class WaitToken>
-  auto async_wait_room(WaitToken&& token) {
+  auto async_wait_pending_at_most(std::size_t pending, WaitToken&& token) {
     return boost::asio::async_initiate<WaitToken, void(boost::system::error_code)>(
-        [this](auto handler) {
-          if (has_room() || state_->error || !state_->flushing) {
+        [this, pending](auto handler) {
+          if (state_->pending.size() <= pending || state_->error || !state_->flushing) {
             post_completion(std::move(handler), state_->error);
           } else {
+            state_->room_threshold = pending;
             state_->room_waiter.emplace(std::move(handler));
           }
         },
@@ -201,7 +206,7 @@ class coalescing_stream {
       std::move(handler)(s.error, s.error ? 0 : s.blocked_bytes);
     }
     start_flush(state);
-    if (s.room_waiter && (s.pending.size() <= s.capacity || s.error || !s.flushing)) {
+    if (s.room_waiter && (s.pending.size() <= s.room_threshold || s.error || !s.flushing)) {
       teardown_handler handler = std::move(*s.room_waiter);
       s.room_waiter.reset();
       std::move(handler)(s.error);

@@ -1,7 +1,13 @@
-// A bounded queue of outgoing text frames with exactly one consumer (the
-// connection's writer). Frames are appended in place into one byte buffer,
-// and the writer takes them all at once by swapping buffers, so a steady
-// stream reuses the same memory and allocates nothing per frame.
+// The connection's queue of outgoing text frames (a send_queue) with the
+// waits around it: exactly one consumer (the writer) and producers (runs,
+// the reader) on the connection's strand.
+//
+// Bounds, and what happens past them:
+// - run events: `max_event_bytes` queued behind the writer's batch; a run
+//   that finds no room waits (nothing is ever dropped for a live run);
+// - answers to commands: the reader stops reading commands while
+//   `max_pending_answers` answers (or `max_answer_bytes`) are unsent, so a
+//   flood of commands cannot grow memory either.
 //
 // Not thread-safe by design: every user runs on the connection's strand.
 #pragma once
@@ -15,94 +21,88 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
-#include <vector>
+
+#include "common/send_queue.hpp"
 
 namespace agentws::detail {
 
-// Frames handed to the writer: one buffer, and where each frame ends.
-class frame_batch {
- public:
-  std::size_t size() const noexcept { return ends_.size(); }
-  bool empty() const noexcept { return ends_.empty(); }
-  std::size_t bytes() const noexcept { return bytes_.size(); }
-  std::string_view frame(std::size_t index) const noexcept {
-    const std::size_t begin = index == 0 ? 0 : ends_[index - 1];
-    return std::string_view(bytes_).substr(begin, ends_[index] - begin);
-  }
-  void clear() noexcept {
-    bytes_.clear();
-    ends_.clear();
-  }
-  // Clears and gives the memory back (for connections going idle).
-  void release_memory() noexcept {
-    std::string().swap(bytes_);
-    std::vector<std::size_t>().swap(ends_);
-  }
-
- private:
-  friend class outbox;
-  std::string bytes_;
-  std::vector<std::size_t> ends_;
+struct outbox_limits {
+  std::size_t max_event_bytes = 256 * 1024;
+  std::size_t max_pending_answers = 64;
+  std::size_t max_answer_bytes = 64 * 1024;
 };
 
 class outbox {
  public:
-  outbox(const boost::asio::any_io_executor& executor, std::size_t max_bytes)
-      : max_bytes_(max_bytes), writer_wakeup_(executor), room_wakeup_(executor) {
+  outbox(const boost::asio::any_io_executor& executor, outbox_limits limits)
+      : limits_(limits), writer_wakeup_(executor), progress_wakeup_(executor) {
     writer_wakeup_.expires_at(boost::asio::steady_timer::time_point::max());
-    room_wakeup_.expires_at(boost::asio::steady_timer::time_point::max());
+    progress_wakeup_.expires_at(boost::asio::steady_timer::time_point::max());
   }
 
-  // Below the bound. Producers that must respect it check this first and
-  // otherwise wait_for_change(); one frame may overshoot the bound.
-  bool has_room() const noexcept { return queued_.bytes_.size() < max_bytes_; }
-  bool empty() const noexcept { return queued_.empty(); }
+  // Room for another run event. Producers that find none wait_for_progress();
+  // one frame may overshoot the bound.
+  bool has_room() const noexcept { return queue_.lane_bytes() < limits_.max_event_bytes; }
+  // Room for another command's answer (the reader checks before reading).
+  bool has_answer_room() const noexcept {
+    return queue_.answer_frames() < limits_.max_pending_answers &&
+           queue_.answer_bytes() < limits_.max_answer_bytes;
+  }
+  bool empty() const noexcept { return queue_.empty(); }
   bool closed() const noexcept { return closed_; }
-  std::size_t queued_frames() const noexcept { return queued_.size(); }
-  std::size_t queued_bytes() const noexcept { return queued_.bytes(); }
+  std::size_t queued_bytes() const noexcept { return queue_.total_bytes(); }
+  const send_queue& queue() const noexcept { return queue_; }
 
-  // Appends one frame built in place by `build(std::string&)`, which must only
-  // append. Never waits. Ignored once the outbox is closed.
+  // Appends one frame built in place by `build(std::string&)`, which must
+  // only append. Never waits. Ignored once the outbox is closed.
   template <class Build>
-  void push(Build&& build) {
+  void push_event(Build&& build, frame_tag tag) {
     if (closed_) return;
-    build(queued_.bytes_);
-    queued_.ends_.push_back(queued_.bytes_.size());
-    if (writer_waiting_) writer_wakeup_.cancel();
+    queue_.push_event(std::forward<Build>(build), tag);
+    wake_writer();
   }
+  // See send_queue::push_answer.
+  template <class Build>
+  void push_answer(Build&& build, std::uint64_t after_run = 0, frame_tag tag = {}) {
+    if (closed_) return;
+    queue_.push_answer(std::forward<Build>(build), after_run, tag);
+    wake_writer();
+  }
+
+  // Takes back a cancelled run's queued events; producers may have room again.
+  std::size_t drop_events_of(std::uint64_t run) {
+    const std::size_t dropped = queue_.drop_events_of(run);
+    if (dropped > 0) wake_producers();
+    return dropped;
+  }
+
+  // Writer: hands frames to `sink` (see send_queue::take) and wakes
+  // producers that waited for the room this made.
+  template <class Sink>
+  send_queue::taken take(std::size_t budget, Sink&& sink) {
+    send_queue::taken taken = queue_.take(budget, std::forward<Sink>(sink));
+    if (taken.events_refilled || taken.answers > 0) wake_producers();
+    return taken;
+  }
+
   // Gives back the queue's memory if it is empty (for connections going idle).
-  void release_memory() noexcept {
-    if (queued_.empty()) queued_.release_memory();
-  }
-
-  void push_text(std::string_view text) {
-    push([text](std::string& out) { out.append(text); });
-  }
-
-  // Writer: moves every queued frame into `batch` (reusing its memory) and
-  // wakes producers that waited for room.
-  void take(frame_batch& batch) {
-    batch.clear();
-    std::swap(batch.bytes_, queued_.bytes_);
-    std::swap(batch.ends_, queued_.ends_);
-    if (room_waiters_ > 0) room_wakeup_.cancel();
-  }
+  void release_memory() noexcept { queue_.release_memory(); }
 
   // Writer: suspends until a frame is queued or the outbox is closed.
   boost::asio::awaitable<void> wait_for_frames() {
-    while (queued_.empty() && !closed_) {
+    while (queue_.empty() && !closed_) {
       writer_waiting_ = true;
       co_await writer_wakeup_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
       writer_waiting_ = false;
     }
   }
 
-  // Producer: suspends until the writer took frames, the outbox closed, or the
-  // caller's own cancellation fired. Callers re-check their condition.
-  boost::asio::awaitable<void> wait_for_change() {
-    ++room_waiters_;
-    co_await room_wakeup_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-    --room_waiters_;
+  // Producer: suspends until the writer took frames, a cancel made room, the
+  // outbox closed, or the caller's own cancellation fired. Callers re-check.
+  boost::asio::awaitable<void> wait_for_progress() {
+    ++progress_waiters_;
+    co_await progress_wakeup_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    --progress_waiters_;
   }
 
   // Wakes everyone for good; later pushes are ignored, queued frames remain
@@ -110,17 +110,24 @@ class outbox {
   void close() {
     closed_ = true;
     writer_wakeup_.cancel();
-    room_wakeup_.cancel();
+    progress_wakeup_.cancel();
   }
 
  private:
-  std::size_t max_bytes_;
-  frame_batch queued_;
+  void wake_writer() {
+    if (writer_waiting_) writer_wakeup_.cancel();
+  }
+  void wake_producers() {
+    if (progress_waiters_ > 0) progress_wakeup_.cancel();
+  }
+
+  outbox_limits limits_;
+  send_queue queue_;
   bool closed_ = false;
   bool writer_waiting_ = false;
-  std::size_t room_waiters_ = 0;
+  std::size_t progress_waiters_ = 0;
   boost::asio::steady_timer writer_wakeup_;
-  boost::asio::steady_timer room_wakeup_;
+  boost::asio::steady_timer progress_wakeup_;
 };
 
 }  // namespace agentws::detail

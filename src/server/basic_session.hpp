@@ -37,9 +37,11 @@ namespace agentws::detail {
 // One active run: what cancel_run needs to stop it at once. Shared by the
 // registry and the run's coroutine, so the signal outlives the coroutine.
 struct run_state {
-  run_state(std::string id, run_params run_params) : run_id(std::move(id)), params(run_params) {}
+  run_state(std::string id, run_params run_params, std::uint64_t run_serial)
+      : run_id(std::move(id)), params(run_params), serial(run_serial) {}
   const std::string run_id;
   const run_params params;
+  const std::uint64_t serial;  // tags its frames in the outbox (unique per connection)
   boost::asio::cancellation_signal cancel_signal;
   bool cancelled = false;
   std::uint64_t next_step = 0;
@@ -105,11 +107,16 @@ class basic_session final : public session {
   boost::asio::awaitable<void> run_agent(std::shared_ptr<basic_session> self,
                                          std::shared_ptr<run_state> run);
 
-  // Queues one frame built in place (see outbox::push) and makes sure a
-  // writer is there to send it.
+  // Queue one frame built in place (see send_queue) and make sure a writer
+  // is there to send it: an answer to a command goes ahead of run events.
   template <class Build>
-  void queue_frame(Build&& build) {
-    outbox_.push(std::forward<Build>(build));
+  void queue_answer(Build&& build, std::uint64_t after_run = 0, frame_tag tag = {}) {
+    outbox_.push_answer(std::forward<Build>(build), after_run, tag);
+    start_writer();
+  }
+  template <class Build>
+  void queue_event(Build&& build, frame_tag tag) {
+    outbox_.push_event(std::forward<Build>(build), tag);
     start_writer();
   }
   // The writer runs while there is something to send or a run that may send;
@@ -120,6 +127,10 @@ class basic_session final : public session {
   void start_run(start_run_command command);
   void cancel_run(cancel_run_command command);
   void cancel_all_runs(std::optional<cancel_reason> announce);
+  // Takes back the run's queued events and queues its run_cancelled, which
+  // says the last step this connection was sent.
+  void announce_cancel(const run_state& run, cancel_reason reason,
+                       const std::optional<std::string>& request_id);
   void forget_run(const std::shared_ptr<run_state>& run);
   void send_error(const protocol_error& error);
   void begin_shutdown();
@@ -140,6 +151,19 @@ class basic_session final : public session {
   boost::beast::flat_buffer read_buffer_;
   outbox outbox_;
   std::unordered_map<std::string, std::shared_ptr<run_state>> runs_;
+  std::uint64_t next_run_serial_ = 1;
+  // Runs that ended by themselves while their run_done may still be queued:
+  // a new run of the same id must not be announced ahead of it. An entry is
+  // stale once the queue's generation passed `generation` + 1.
+  struct finished_run {
+    std::uint64_t serial;
+    std::uint64_t generation;
+  };
+  std::unordered_map<std::string, finished_run> finished_runs_;
+  // Where frames of the previous run of `run_id` may still be queued: the
+  // run a new run's run_started must wait behind (0: none).
+  std::uint64_t queued_predecessor(const std::string& run_id);
+  void remember_finished(const run_state& run);
   timestamp_formatter clock_;
   std::string now_;
   std::uint64_t id_ = 0;

@@ -67,8 +67,9 @@ class basic_session<Transport>::run_handle final : public run_context {
     }
     if (!co_await session_.wait_for_room(run_.get())) co_return false;
     const std::uint64_t step = run_->next_step++;
-    session_.queue_frame(
-        [&](std::string& out) { append_run_event(out, session_.now(), run_->run_id, step, text); });
+    session_.queue_event(
+        [&](std::string& out) { append_run_event(out, session_.now(), run_->run_id, step, text); },
+        frame_tag{run_->serial, true});
     co_return true;
   }
 
@@ -94,9 +95,12 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
                                         TransportArgs&&... transport_args)
     : state_(std::move(state)),
       ws_(std::forward<TransportArgs>(transport_args)...),
-      outbox_(ws_.get_executor(), state_->config.outbox_bytes),
+      outbox_(ws_.get_executor(),
+              outbox_limits{state_->config.outbox_bytes, state_->config.max_pending_answers,
+                            state_->config.max_pending_answers * 1024}),
       send_watchdog_(ws_.get_executor()) {
-  ws_.next_layer().set_capacity(state_->config.outbox_bytes);
+  // Beast's own frames (pongs, the close) wait once this much is buffered.
+  ws_.next_layer().set_capacity(state_->config.write_chunk_bytes);
 }
 
 template <class Transport>
@@ -151,7 +155,7 @@ asio::awaitable<void> basic_session<Transport>::serve(
   if (!co_await serve_http()) co_return;
 
   spdlog::debug("conn {}: websocket open", id_);
-  queue_frame([&](std::string& out) {
+  queue_answer([&](std::string& out) {
     append_connected(out, now(), state_->config.identity, state_->config.limits,
                      state_->config.default_params);
   });
@@ -301,7 +305,7 @@ asio::awaitable<bool> basic_session<Transport>::wait_for_room(const run_state* r
     if (outbox_.closed() || (run && run->cancelled)) co_return false;
     if (outbox_.has_room()) co_return true;
     state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
-    co_await outbox_.wait_for_change();
+    co_await outbox_.wait_for_progress();
   }
 }
 
@@ -327,11 +331,13 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
       }
     }
     read_buffer_.consume(read_buffer_.size());
-    // Backpressure on commands too: a peer that sends but does not read stops
-    // being read once its outbox is full (until close, which still gets read).
-    while (!outbox_.has_room() && !outbox_.closed()) {
-      state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
-      co_await outbox_.wait_for_change();
+    // Commands keep being read while run events wait for a slow client, so
+    // a cancel acts at once. What that can cost is bounded: a peer that
+    // sends commands but does not read their answers stops being read once
+    // too many answers are unsent (until close, which still gets read).
+    while (!outbox_.has_answer_room() && !outbox_.closed()) {
+      state_->counters.command_read_pauses.fetch_add(1, std::memory_order_relaxed);
+      co_await outbox_.wait_for_progress();
     }
   }
 }
@@ -344,7 +350,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
   // uncompressed), so a batch costs one copy and one socket write. Beast's
   // own frames (pongs, the close) still go through it, whole, in between.
   auto& layer = ws_.next_layer();
-  frame_batch batch;
+  const std::size_t chunk = state_->config.write_chunk_bytes;
   for (;;) {
     if (outbox_.empty() && !outbox_.closed()) {
       if (runs_.empty()) {
@@ -355,22 +361,24 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
         outbox_.release_memory();
         layer.release_memory();
         cancels_in_outbox_.shrink_to_fit();
+        finished_runs_.clear();
         writer_running_ = false;
         co_return;
       }
       co_await outbox_.wait_for_frames();
     }
     if (outbox_.empty()) break;  // closed and drained
-    outbox_.take(batch);
     // The peer is closing or gone, or we are closing a slow consumer (its
     // close frame is already behind the last frame it will get).
     if (!ws_.is_open() || layer.error() || slow_close_started_) break;
+    // Answers first, then events up to one chunk: what is handed to the
+    // socket can no longer be overtaken or taken back, so keep it small.
     std::string& wire = layer.raw_buffer();
-    for (std::size_t i = 0; i < batch.size(); ++i)
-      append_text_frame(wire, batch.frame(i));
+    const send_queue::taken taken =
+        outbox_.take(chunk, [&wire](std::string_view frame) { append_text_frame(wire, frame); });
     layer.flush();
     auto& counters = state_->counters;
-    counters.write_batch_frames.observe(static_cast<double>(batch.size()));
+    counters.write_batch_frames.observe(static_cast<double>(taken.frames));
     if (!cancels_in_outbox_.empty()) {
       const auto flushed_at = std::chrono::steady_clock::now();
       for (const auto read_at : cancels_in_outbox_) {
@@ -379,12 +387,14 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
       }
       cancels_in_outbox_.clear();
     }
-    state_->counters.frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
-    state_->counters.bytes_sent.fetch_add(batch.bytes(), std::memory_order_relaxed);
-    if (!layer.has_room()) {
+    counters.frames_sent.fetch_add(taken.frames, std::memory_order_relaxed);
+    counters.bytes_sent.fetch_add(taken.bytes, std::memory_order_relaxed);
+    // One chunk may wait behind the write in flight, no more: the next is
+    // taken when that one goes out, so answers queued meanwhile go first.
+    if (layer.pending_bytes() > 0) {
       write_in_flight_ = true;
       arm_send_watchdog();
-      co_await layer.async_wait_room(nothrow);  // a failure shows in layer.error()
+      co_await layer.async_wait_pending_at_most(0, nothrow);  // a failure shows in layer.error()
       write_in_flight_ = false;
     }
     if (layer.error()) {
@@ -499,7 +509,7 @@ void basic_session<Transport>::send_error(const protocol_error& error) {
   state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
   state_->counters.errors_by_code[static_cast<std::size_t>(error.code)].fetch_add(
       1, std::memory_order_relaxed);
-  queue_frame([&](std::string& out) { append_error(out, now(), error); });
+  queue_answer([&](std::string& out) { append_error(out, now(), error); });
 }
 
 template <class Transport>
@@ -514,12 +524,15 @@ void basic_session<Transport>::start_run(start_run_command command) {
                                    limits.max_active_runs));
     return;
   }
-  auto run = std::make_shared<run_state>(command.run_id,
-                                         command.params.apply_to(state_->config.default_params));
+  auto run = std::make_shared<run_state>(
+      command.run_id, command.params.apply_to(state_->config.default_params), next_run_serial_++);
   runs_.emplace(run->run_id, run);
   state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);
-  queue_frame(
-      [&](std::string& out) { append_run_started(out, now(), run->run_id, command.request_id); });
+  // Ahead of other runs' events, but behind what the previous run of this id
+  // still has queued (its run_done, say).
+  queue_answer(
+      [&](std::string& out) { append_run_started(out, now(), run->run_id, command.request_id); },
+      queued_predecessor(run->run_id), frame_tag{run->serial, false});
   spdlog::debug("conn {}: run {} started", id_, printable(run->run_id));
 
   asio::co_spawn(ws_.get_executor(), run_agent(shared_self(), run),
@@ -559,7 +572,9 @@ asio::awaitable<void> basic_session<Transport>::run_agent(
   // A cancelled run is already answered; not awaiting anything then also
   // spares an exception (a cancelled coroutine throws at its next co_await).
   if (!run->cancelled && co_await wait_for_room(run.get())) {
-    queue_frame([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); });
+    queue_event([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); },
+                frame_tag{run->serial, false});
+    remember_finished(*run);
     state_->counters.runs_done.fetch_add(1, std::memory_order_relaxed);
     spdlog::debug("conn {}: run {} done", id_, printable(run->run_id));
   }
@@ -588,9 +603,7 @@ void basic_session<Transport>::cancel_run(cancel_run_command command) {
   state_->counters.runs_cancelled_client.fetch_add(1, std::memory_order_relaxed);
   // The answer is queued before the run is woken to unwind, so the writer
   // (woken first) sends it without waiting for the run's coroutine.
-  queue_frame([&](std::string& out) {
-    append_run_cancelled(out, now(), run->run_id, cancel_reason::client, command.request_id);
-  });
+  announce_cancel(*run, cancel_reason::client, command.request_id);
   cancels_in_outbox_.push_back(command_read_at_);
   run->cancel_signal.emit(asio::cancellation_type::terminal);
   spdlog::debug("conn {}: run {} cancelled by client", id_, printable(run->run_id));
@@ -604,13 +617,48 @@ void basic_session<Transport>::cancel_all_runs(std::optional<cancel_reason> anno
     run->cancelled = true;
     run->cancel_signal.emit(asio::cancellation_type::terminal);
     counter.fetch_add(1, std::memory_order_relaxed);
-    if (announce) {
-      queue_frame([&](std::string& out) {
-        append_run_cancelled(out, now(), run->run_id, *announce, std::nullopt);
-      });
-    }
+    if (announce) announce_cancel(*run, *announce, std::nullopt);
   }
   runs_.clear();
+}
+
+template <class Transport>
+void basic_session<Transport>::announce_cancel(const run_state& run, cancel_reason reason,
+                                               const std::optional<std::string>& request_id) {
+  // Events not yet handed to the socket are never sent: the client learns
+  // where the run's stream ended for it from last_step.
+  const std::uint64_t sent = run.next_step - outbox_.drop_events_of(run.serial);
+  const std::optional<std::uint64_t> last_step =
+      sent > 0 ? std::optional<std::uint64_t>(sent - 1) : std::nullopt;
+  // Ahead of other runs' events; behind this run's run_started if even that
+  // is still queued behind a predecessor of the same id.
+  queue_answer(
+      [&](std::string& out) {
+        append_run_cancelled(out, now(), run.run_id, reason, request_id, last_step);
+      },
+      run.serial, frame_tag{run.serial, false});
+}
+
+template <class Transport>
+std::uint64_t basic_session<Transport>::queued_predecessor(const std::string& run_id) {
+  auto it = finished_runs_.find(run_id);
+  if (it == finished_runs_.end()) return 0;
+  const finished_run previous = it->second;
+  finished_runs_.erase(it);  // the new run's own frames queue behind it from now on
+  const bool may_be_queued = previous.generation + 2 > outbox_.queue().generation();
+  return may_be_queued && outbox_.queue().holds_events_of(previous.serial) ? previous.serial : 0;
+}
+
+template <class Transport>
+void basic_session<Transport>::remember_finished(const run_state& run) {
+  const std::uint64_t generation = outbox_.queue().generation();
+  // Bounded: entries from before the last two refills have left the queue.
+  if (finished_runs_.size() >= 2 * state_->config.limits.max_active_runs) {
+    std::erase_if(finished_runs_, [generation](const auto& entry) {
+      return entry.second.generation + 2 <= generation;
+    });
+  }
+  finished_runs_.insert_or_assign(run.run_id, finished_run{run.serial, generation});
 }
 
 template <class Transport>

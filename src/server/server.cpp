@@ -1,6 +1,8 @@
 #include "agentws/server.hpp"
 
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -110,6 +112,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
+      if (state_->config.tcp_notsent_lowat > 0) {
+        // Unsent bytes in the kernel cannot be overtaken by an answer queued
+        // later; keep them few without capping the window (see server.hpp).
+        const int lowat = static_cast<int>(state_->config.tcp_notsent_lowat);
+        ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+      }
       detail::make_session(std::move(socket), state_, tls_.get())->start();
     }
   }

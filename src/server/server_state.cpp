@@ -25,6 +25,8 @@ server_stats server_counters::snapshot() const {
   s.bytes_sent = get(bytes_sent);
   s.errors_sent = get(errors_sent);
   s.slow_consumer_closes = get(slow_consumer_closes);
+  s.outbox_waits = get(outbox_waits);
+  s.command_read_pauses = get(command_read_pauses);
   return s;
 }
 
@@ -92,8 +94,11 @@ std::string server_counters::render_metrics() const {
             cancel_latency_seconds);
   histogram("write_batch_frames", "Event frames per socket write (outbox depth when taken).",
             write_batch_frames);
-  metric("outbox_waits_total", "counter", "Times a run or the reader waited for a full outbox.",
+  metric("outbox_waits_total", "counter", "Times a run waited for a full outbox.",
          outbox_waits.load(std::memory_order_relaxed));
+  metric("command_read_pauses_total", "counter",
+         "Times reading commands paused until answers already queued were sent.",
+         command_read_pauses.load(std::memory_order_relaxed));
   metric("slow_consumer_closes_total", "counter", "Connections closed for not reading.",
          s.slow_consumer_closes);
   return out;

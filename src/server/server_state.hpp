@@ -51,7 +51,8 @@ struct server_counters {
   std::atomic<std::uint64_t> bytes_sent{0};
   std::atomic<std::uint64_t> errors_sent{0};
   std::atomic<std::uint64_t> slow_consumer_closes{0};
-  std::atomic<std::uint64_t> outbox_waits{0};  // a producer found the outbox full
+  std::atomic<std::uint64_t> outbox_waits{0};         // a run found the outbox full
+  std::atomic<std::uint64_t> command_read_pauses{0};  // a reader waited for answers to go
   std::array<std::atomic<std::uint64_t>, protocol_error_code_count> errors_by_code{};
   // From reading a cancel_run to handing its run_cancelled to the socket.
   fixed_histogram<9> cancel_latency_seconds{
