@@ -118,6 +118,10 @@ int main(int argc, char** argv) {
      "largest params.interval_ms accepted")
     ("outbox-bytes", po::value(&config.outbox_bytes)->default_value(config.outbox_bytes),
      "events queued per connection before runs wait for the client")
+    ("write-chunk-bytes", po::value(&config.write_chunk_bytes)->default_value(config.write_chunk_bytes),
+     "bytes of events handed to the socket at a time (what a cancel can no longer take back)")
+    ("notsent-lowat-bytes", po::value(&config.tcp_notsent_lowat)->default_value(config.tcp_notsent_lowat),
+     "TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per connection (0: the kernel's default)")
     ("handshake-timeout-ms", po::value(&handshake_ms)->default_value(handshake_ms),
      "time allowed for the HTTP request and the WebSocket handshakes")
     ("idle-timeout-ms", po::value(&idle_ms)->default_value(idle_ms),
