@@ -1,23 +1,35 @@
 #!/usr/bin/env node
 // End-to-end test of the browser console (web/console.html) against a running
-// agentws server, in Debian's headless chromium driven by playwright-core.
+// agentws server, in Debian's headless chromium.
 //
-//   node tests/browser/console.test.mjs --base http://127.0.0.1:PORT [--screenshot out.png]
-//                                       [--chromium /usr/bin/chromium]
+//   node tests/browser/console.test.mjs --base http://127.0.0.1:PORT [--server PATH/ws-server]
+//                                       [--screenshot out.png] [--chromium /usr/bin/chromium]
 //
-// Prints one PASS/FAIL line per check and a final "N passed, N failed" line;
-// exits non-zero on any failure. The whole run is bounded by 60 s.
+// The page is driven by playwright-core, except the load section: Playwright
+// turns on DevTools network tracking, which copies every WebSocket frame on
+// the page's main thread, so the page under load runs in a second Chromium
+// that only a bare DevTools pipe drives (cdp_pipe.mjs). With --server the test
+// also starts servers of its own: one that needs a token (and that it stops,
+// to see the page notice). Prints one PASS/FAIL line per check, the load
+// measurements as "measure:" lines (reported, never asserted: timing depends
+// on the machine), and a final "N passed, N failed" line; exits non-zero on
+// any failure. The whole run is bounded by 110 s.
 
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { launchPipeBrowser } from './cdp_pipe.mjs';
 
-const OVERALL_TIMEOUT_MS = 60_000;
+const OVERALL_TIMEOUT_MS = 110_000;
 const WAIT_MS = 10_000;
+const DESKTOP = { width: 1360, height: 900 };
+const PHONE = { width: 390, height: 844 };
 
 function parseArgs(argv) {
-  const opts = { base: null, screenshot: null, chromium: process.env.CHROMIUM || '/usr/bin/chromium' };
+  const opts = { base: null, server: null, screenshot: null, chromium: process.env.CHROMIUM || '/usr/bin/chromium' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -25,6 +37,7 @@ function parseArgs(argv) {
       return argv[++i];
     };
     if (a === '--base') opts.base = next();
+    else if (a === '--server') opts.server = next();
     else if (a === '--screenshot') opts.screenshot = next();
     else if (a === '--chromium') opts.chromium = next();
     else if (a === '--help' || a === '-h') usage(null, 0);
@@ -37,7 +50,7 @@ function parseArgs(argv) {
 
 function usage(message, code = 2) {
   if (message) console.error(message);
-  console.error('usage: node console.test.mjs --base http://127.0.0.1:PORT [--screenshot out.png] [--chromium PATH]');
+  console.error('usage: node console.test.mjs --base http://127.0.0.1:PORT [--server PATH] [--screenshot out.png] [--chromium PATH]');
   process.exit(code);
 }
 
@@ -46,8 +59,10 @@ const opts = parseArgs(process.argv.slice(2));
 let passed = 0;
 let failed = 0;
 let context = null;
+let pipeBrowser = null;
 let userDataDir = null;
 let finished = false;
+const servers = new Set();
 
 function pass(name) { passed++; console.log(`PASS ${name}`); }
 function fail(name, why) { failed++; console.log(`FAIL ${name}${why ? `: ${why}` : ''}`); }
@@ -55,10 +70,16 @@ function check(name, ok, why) { if (ok) pass(name); else fail(name, why); return
 function eq(name, actual, expected) {
   return check(name, actual === expected, `expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
 }
+function measure(text) { console.log(`  measure: ${text}`); }
+const fmt = (n, digits = 0) => Number(n).toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function cleanup() {
   try { if (context) await context.close(); } catch { /* already gone */ }
   context = null;
+  try { if (pipeBrowser) await pipeBrowser.close(); } catch { /* already gone */ }
+  pipeBrowser = null;
+  for (const s of servers) s.kill();
   try { if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true }); } catch { /* best effort */ }
 }
 
@@ -71,7 +92,7 @@ function finish(code) {
 
 const watchdog = setTimeout(async () => {
   fail('overall timeout', `test did not finish within ${OVERALL_TIMEOUT_MS / 1000} s`);
-  await Promise.race([cleanup(), new Promise((r) => setTimeout(r, 3000))]);
+  await Promise.race([cleanup(), sleep(3000)]);
   finish(1);
 }, OVERALL_TIMEOUT_MS);
 
@@ -98,6 +119,53 @@ async function soft(name, fn) {
   }
 }
 
+// Starts `ws-server --port 0 ARGS` and resolves with { port, stop() } once it
+// logs the port it listens on.
+function startServer(args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(opts.server, ['--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    let done = false;
+    const exited = new Promise((r) => proc.once('exit', r));
+    const server = {
+      port: null,
+      log: () => log,
+      kill: () => { if (proc.exitCode === null) proc.kill('SIGKILL'); },
+      // SIGTERM: the server cancels its runs, closes every WebSocket with 1001 and exits.
+      stop: async () => {
+        if (proc.exitCode === null) proc.kill('SIGTERM');
+        await Promise.race([exited, sleep(5000)]);
+        servers.delete(server);
+      },
+    };
+    servers.add(server);
+    const onData = (chunk) => {
+      log += chunk;
+      const m = log.match(/listening on ws:\/\/[^\s]*:(\d+)\/ws/);
+      if (m && !done) {
+        done = true;
+        server.port = Number(m[1]);
+        resolve(server);
+      }
+    };
+    proc.stdout.setEncoding('utf8').on('data', onData);
+    proc.stderr.setEncoding('utf8').on('data', onData);
+    proc.once('exit', (code) => { if (!done) { done = true; reject(new Error(`ws-server exited (${code}): ${log.trim()}`)); } });
+    setTimeout(() => { if (!done) { done = true; reject(new Error('ws-server did not start within 10 s')); } }, 10_000);
+  });
+}
+
+// Starts `count` runs through the page's own form, in one task.
+const START_RUNS = ([prefix, count, steps, interval]) => {
+  const set = (id, v) => { document.getElementById(id).value = v; };
+  for (let i = 0; i < count; i++) {
+    set('run-id', `${prefix}${String(i).padStart(2, '0')}`);
+    set('steps', String(steps));
+    set('interval', String(interval));
+    document.getElementById('start').click();
+  }
+};
+
 async function main() {
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentws-console-test-'));
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -107,7 +175,7 @@ async function main() {
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
     ],
-    viewport: { width: 1360, height: 900 },
+    viewport: DESKTOP,
     timeout: 20_000,
   });
   const page = context.pages()[0] || (await context.newPage());
@@ -115,8 +183,14 @@ async function main() {
 
   const pageErrors = [];
   const dialogs = [];
+  const consoleLines = [];
+  const sent = [];  // commands the page sent, parsed
   page.on('pageerror', (e) => pageErrors.push(String(e && e.message)));
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  page.on('console', (m) => consoleLines.push(m.text()));
+  page.on('websocket', (ws) => ws.on('framesent', (f) => {
+    try { sent.push(JSON.parse(f.payload)); } catch { /* not ours to judge here */ }
+  }));
 
   // Helpers that find a lane by its run id without building a CSS selector
   // from it (run ids may hold any characters).
@@ -155,6 +229,9 @@ async function main() {
     await page.fill('#interval', interval === null ? '' : String(interval));
     await page.click('#start');
   }
+  const logLines = () => page.evaluate(() => [...document.querySelectorAll('#log .line')].map((n) => ({
+    run: n.dataset.runId ?? null, type: n.dataset.type ?? null, kind: n.classList.contains('out') ? 'out' : n.classList.contains('sys') ? 'sys' : 'in', text: n.textContent,
+  })));
 
   // --- page loads ----------------------------------------------------------
   await must('page loads at /', async () => {
@@ -165,6 +242,7 @@ async function main() {
   });
   const wsUrl = opts.base.replace(/^http/, 'ws') + '/ws';
   eq('default WebSocket URL derived from the page location', await page.inputValue('#url'), wsUrl);
+  eq('token field empty without ?token=', await page.inputValue('#token'), '');
   eq('run id prefilled', await page.inputValue('#run-id'), 'run-001');
   check('start disabled while disconnected', await page.isDisabled('#start'));
   eq('status shows disconnected', await page.getAttribute('#status', 'data-state'), 'disconnected');
@@ -176,6 +254,7 @@ async function main() {
   });
   check('status text says Connected', /connected/i.test(await page.textContent('#status')));
   eq('connect button turns into Disconnect', (await page.textContent('#connect')).trim(), 'Disconnect');
+  check('server info shown', /agentws/.test(await page.textContent('#server-info')));
   await page.waitForFunction(() => !document.querySelector('#start').disabled);
 
   // --- two runs, one cancelled ---------------------------------------------
@@ -214,6 +293,29 @@ async function main() {
     check('no error shown', await page.isHidden('#errors-panel')
       && (await page.locator('#errors .error').count()) === 0);
   }
+
+  // --- the log filtered by run ----------------------------------------------
+  await soft('log filter shows only run-002\'s lines, ending with its run_cancelled', async () => {
+    await page.selectOption('#log-filter', 'run-002');
+    await page.waitForFunction(() => [...document.querySelectorAll('#log .line')].every((n) => n.dataset.runId === 'run-002'));
+    const lines = await logLines();
+    if (lines.length < 4) throw new Error(`only ${lines.length} lines`);
+    const others = lines.filter((l) => l.run !== 'run-002');
+    if (others.length) throw new Error(`lines of other runs: ${JSON.stringify(others[0])}`);
+    if (!lines.some((l) => l.kind === 'out' && /cancel_run/.test(l.text))) throw new Error('no cancel_run line');
+    const last = lines[lines.length - 1];
+    if (last.type !== 'run_cancelled') throw new Error(`last line is ${last.type}`);
+    if (!/of one run/.test(await page.textContent('#log-info'))) throw new Error('log info does not say it is filtered');
+  });
+  await soft('a lane\'s run id button filters the log by that run, and again shows all', async () => {
+    await page.evaluate(() => [...document.querySelectorAll('#runs .lane')].find((l) => l.dataset.runId === 'run-001')
+      .querySelector('.run-filter').click());
+    await page.waitForFunction(() => document.querySelector('#log-filter').value === 'run-001'
+      && [...document.querySelectorAll('#log .line')].length > 0
+      && [...document.querySelectorAll('#log .line')].every((n) => n.dataset.runId === 'run-001'));
+    await page.selectOption('#log-filter', '');
+    await page.waitForFunction(() => new Set([...document.querySelectorAll('#log .line')].map((n) => n.dataset.runId)).size >= 3);
+  });
 
   // --- an error: duplicate start of a running run ---------------------------
   await soft('duplicate start of a running run shows the error', async () => {
@@ -275,9 +377,26 @@ async function main() {
       eq('burst last step', l.step, String(n - 1));
       console.log(`  (burst of ${n} events shown in ${Date.now() - t0} ms)`);
     }
+    await page.waitForFunction(() => /run_done/.test(document.querySelector('#log')?.lastElementChild?.textContent || ''));
     const lines = await page.locator('#log .line').count();
     check('log keeps at most 500 lines', lines > 0 && lines <= 500, `${lines} lines`);
   }
+
+  // --- long lines wrap instead of being clipped ------------------------------
+  await soft('log lines wrap (nothing cut off at the right edge); Wrap off scrolls sideways', async () => {
+    const wide = () => page.evaluate(() => {
+      const log = document.querySelector('#log');
+      return { scroll: log.scrollWidth, client: log.clientWidth, tall: [...log.querySelectorAll('.line')].some((n) => n.offsetHeight > 30) };
+    });
+    const wrapped = await wide();
+    if (wrapped.scroll > wrapped.client) throw new Error(`wrapped log overflows: ${wrapped.scroll} > ${wrapped.client}`);
+    if (!wrapped.tall) throw new Error('no line wraps onto a second row');
+    await page.click('#log-wrap');
+    const unwrapped = await wide();
+    if (!(unwrapped.scroll > unwrapped.client)) throw new Error('unwrapped lines do not scroll sideways');
+    await page.click('#log-wrap');
+    if ((await page.getAttribute('#log-wrap', 'aria-pressed')) !== 'true') throw new Error('Wrap not back on');
+  });
 
   if (opts.screenshot) {
     await soft(`screenshot saved to ${opts.screenshot}`, async () => {
@@ -294,9 +413,9 @@ async function main() {
     const before = await lastLine();
     await startRun('while-paused', 3, 0);
     await waitLane('while-paused', ['done'], 3);
-    await page.waitForTimeout(100);
+    await page.waitForTimeout(150);
     if ((await lastLine()) !== before) throw new Error('log changed while paused');
-    if (!/paused/i.test(await page.textContent('#log-info'))) throw new Error('log info does not say paused');
+    if (!/paused, [1-9]\d* new/i.test(await page.textContent('#log-info'))) throw new Error('log info does not count the held lines');
     await page.click('#log-pause');
     await page.waitForFunction(() => /while-paused/.test(document.querySelector('#log')?.lastElementChild?.textContent || ''));
   });
@@ -309,14 +428,289 @@ async function main() {
     await page.waitForSelector('#errors-panel', { state: 'hidden' });
   });
 
+  // --- many runs: bounded page, log in reach, Cancel all --------------------
+  await soft('Clear finished removes the finished lanes', async () => {
+    await page.click('#runs-clear');
+    await page.waitForFunction(() => document.querySelectorAll('#runs .lane').length === 0);
+  });
+  const MANY = 51;
+  const manyOk = await soft(`${MANY} long runs start`, async () => {
+    await page.evaluate(START_RUNS, ['many-', MANY, 1000, 1000]);
+    await page.waitForFunction((n) => document.querySelectorAll('#runs .lane[data-state="running"]').length === n, MANY);
+  });
+  if (manyOk) {
+    const layout = () => page.evaluate(() => {
+      const log = document.querySelector('#log-panel').getBoundingClientRect();
+      const runs = document.querySelector('#runs');
+      return {
+        height: document.documentElement.scrollHeight,
+        logTop: Math.round(log.top + window.scrollY),
+        runsScroll: runs.scrollHeight, runsClient: runs.clientHeight, density: runs.dataset.density,
+      };
+    });
+    const desk = await layout();
+    measure(`${MANY} runs at ${DESKTOP.width}x${DESKTOP.height}: page ${desk.height} px high, lanes ${desk.runsScroll} px scrolled inside ${desk.runsClient} px`);
+    eq(`${MANY} runs are shown as compact rows`, desk.density, 'rows');
+    check(`${MANY} runs: page height at most 1300 px at ${DESKTOP.width} px wide`, desk.height <= 1300, `${desk.height} px`);
+    check('the lanes scroll inside their own box', desk.runsScroll > desk.runsClient, JSON.stringify(desk));
+    await page.setViewportSize(PHONE);
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const phone = await layout();
+    measure(`${MANY} runs at ${PHONE.width}x${PHONE.height}: page ${phone.height} px high, log panel at y=${phone.logTop}`);
+    check(`at ${PHONE.width} px wide the log starts on the first screen (y < ${PHONE.height})`, phone.logTop < PHONE.height, `log at ${phone.logTop} px`);
+    check(`at ${PHONE.width} px the page is at most 2 screens high`, phone.height <= 2 * PHONE.height, `${phone.height} px`);
+    check(`at ${PHONE.width} px nothing overflows sideways`, await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1));
+    await page.setViewportSize(DESKTOP);
+
+    const cancelsBefore = sent.filter((c) => c.command === 'cancel_run').length;
+    await soft(`Cancel all sends cancel_run for each of the ${MANY} runs and they all end`, async () => {
+      await page.click('#runs-cancel-all');
+      await page.waitForFunction((n) => document.querySelectorAll('#runs .lane[data-state="cancelled"]').length === n, MANY);
+      const cancels = sent.slice().filter((c) => c.command === 'cancel_run').slice(cancelsBefore);
+      const ids = new Set(cancels.map((c) => c.run_id));
+      if (cancels.length !== MANY || ids.size !== MANY) throw new Error(`${cancels.length} cancel_run for ${ids.size} runs`);
+      const notes = await page.evaluate(() => [...document.querySelectorAll('#runs .lane .note')].map((n) => n.textContent));
+      if (!notes.every((n) => /cancelled by client/.test(n))) throw new Error(`notes: ${notes[0]}`);
+      if (!(await page.isDisabled('#runs-cancel-all'))) throw new Error('Cancel all still enabled with no active run');
+    });
+    await page.click('#runs-clear');
+  }
+
   // --- disconnect -----------------------------------------------------------
   await soft('disconnects', async () => {
     await page.click('#connect');
     await page.waitForSelector('#status[data-state="disconnected"]');
     if (!(await page.isDisabled('#start'))) throw new Error('start still enabled');
+    if (await page.textContent('#server-info')) throw new Error('server info still shown');
   });
   check('no error shown after a clean disconnect', await page.isHidden('#errors-panel'));
+
+  // --- a server that needs a token, and one that goes away -------------------
+  if (!opts.server) {
+    console.log('SKIP token, refusal and server-stop checks: no --server given');
+  } else {
+    const token = `tok-${crypto.randomBytes(12).toString('hex')}`;
+    const tokenFile = path.join(userDataDir, 'token');
+    fs.writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    const guarded = await startServer(['--token-file', tokenFile, '--interval-ms', '200']);
+    const gBase = `http://127.0.0.1:${guarded.port}`;
+    const dismissErrors = async () => {
+      await page.click('#errors-clear');
+      await page.waitForSelector('#errors-panel', { state: 'hidden' });
+    };
+    const errorWith = (code) => page.waitForFunction((code) =>
+      [...document.querySelectorAll('#errors .error')].find((e) => e.dataset.code === code), code)
+      .then(() => page.evaluate((code) => [...document.querySelectorAll('#errors .error')]
+        .find((e) => e.dataset.code === code).querySelector('.error-message').textContent, code));
+
+    // The main server's page pointed at the guarded one: another origin.
+    await soft('a failed connection to another origin names --allow-origin and the token', async () => {
+      await page.fill('#url', `ws://127.0.0.1:${guarded.port}/ws`);
+      await page.click('#connect');
+      const message = await errorWith('client_connect_failed_cross_origin');
+      if (!message.includes(`--allow-origin ${opts.base}`) || !/401/.test(message)) throw new Error(message);
+    });
+
+    await soft('without a token: "401: a token is required", status 401, focus on the token field', async () => {
+      await page.goto(`${gBase}/`);
+      await page.click('#connect');
+      const message = await errorWith('http_401');
+      if (!/^401: a token is required — enter it/.test(message)) throw new Error(message);
+      const status = await page.evaluate(() => ({ refused: document.querySelector('#status').dataset.refused, text: document.querySelector('#status').textContent }));
+      if (status.refused !== '401' || !/401/.test(status.text)) throw new Error(JSON.stringify(status));
+      if (await page.evaluate(() => document.activeElement?.id) !== 'token') throw new Error('token field not focused');
+    });
+    await soft('a wrong token: "401: the token was not accepted"', async () => {
+      await dismissErrors();
+      await page.fill('#token', 'not-the-token');
+      await page.click('#connect');
+      const message = await errorWith('http_401');
+      if (!/^401: the token was not accepted/.test(message)) throw new Error(message);
+    });
+    await soft('with ?token= in the page URL: connects, and the token leaves the address bar', async () => {
+      await page.goto(`${gBase}/?token=${token}`);
+      if ((await page.inputValue('#token')) !== token) throw new Error('token field not filled from ?token=');
+      if (page.url().includes(token)) throw new Error(`token still in the address bar: ${page.url()}`);
+      await page.click('#connect');
+      await page.waitForSelector('#status[data-state="connected"]');
+    });
+    await soft('the token is kept for this tab: a reload connects again', async () => {
+      await page.reload();
+      await page.click('#connect');
+      await page.waitForSelector('#status[data-state="connected"]');
+    });
+    await soft('the token appears nowhere in the page or its console', async () => {
+      const text = await page.evaluate(() => {
+        const all = [...document.querySelectorAll('*')].flatMap((n) => [...n.attributes].map((a) => a.value));
+        return document.documentElement.outerHTML + all.join(' ');
+      });
+      if (text.includes(token)) throw new Error('token found in the DOM');
+      if (consoleLines.some((l) => l.includes(token))) throw new Error('token found in the console');
+      if (!/with token/.test(await page.evaluate(() => document.querySelector('#log').textContent))) throw new Error('log does not say a token was used');
+    });
+
+    await soft('the server stops: runs end, status disconnected, server info cleared', async () => {
+      await startRun('until-stop', 100, 1000);
+      await waitLane('until-stop', ['running'], 1);
+      if (!(await page.textContent('#server-info'))) throw new Error('no server info while connected');
+      await guarded.stop();
+      await page.waitForSelector('#status[data-state="disconnected"]');
+      await waitLane('until-stop', ['cancelled']);
+      const after = await page.evaluate(() => ({ info: document.querySelector('#server-info').textContent, limits: document.querySelector('#limits').textContent }));
+      if (after.info !== '' || after.limits !== '') throw new Error(`still shown: ${JSON.stringify(after)}`);
+      if (!(await page.isDisabled('#start'))) throw new Error('start still enabled');
+      await errorWith('close_1001');
+    });
+    await soft('a server that is not there: "Could not reach"', async () => {
+      await dismissErrors();
+      await page.click('#connect');
+      const message = await errorWith('client_connect_failed');
+      if (!/^Could not reach 127\.0\.0\.1:\d+/.test(message)) throw new Error(message);
+    });
+  }
+
   check('no script errors on the page', pageErrors.length === 0, pageErrors.join(' | '));
+  await context.close();
+  context = null;
+
+  await loadSection();
+}
+
+// --- under load: 50 runs streaming as fast as the page takes them -----------
+//
+// Runs in a Chromium without DevTools network tracking (see the top). Every
+// number is printed; what is asserted is functional: the page acts on clicks
+// during the burst, a cancelled run shows as cancelled with no event after its
+// run_cancelled, Pause freezes the log while events keep being counted, Cancel
+// all ends every run.
+async function loadSection() {
+  const RUNS = 50;
+  const WINDOW_MS = 3000;
+  pipeBrowser = await launchPipeBrowser(opts.chromium, DESKTOP);
+  const p = await pipeBrowser.newPage(`${opts.base}/`);
+  const waitFor = async (name, expr, timeout = WAIT_MS) => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < timeout) {
+      if (await p.eval(expr)) return;
+      await sleep(20);
+    }
+    throw new Error(`timed out waiting for ${name}`);
+  };
+  const total = `[...document.querySelectorAll('#runs .lane .count')].reduce((a, e) => a + Number(e.textContent), 0)`;
+  const laneEl = (id) => `[...document.querySelectorAll('#runs .lane')].find((l) => l.dataset.runId === ${JSON.stringify(id)})`;
+
+  // Recorders: animation frame gaps, how long after the input event each
+  // click handler ran, and every change to the log.
+  await p.eval(`(() => {
+    const m = window.__m = { frames: [], recording: false, clicks: [], logChanges: [] };
+    let last = 0;
+    const loop = (t) => { if (m.recording && last) m.frames.push(t - last); last = t; requestAnimationFrame(loop); };
+    requestAnimationFrame(loop);
+    document.addEventListener('click', (e) => m.clicks.push({ target: e.target.id || e.target.getAttribute('aria-label') || '', delay: performance.now() - e.timeStamp, at: performance.now() }), true);
+    new MutationObserver(() => m.logChanges.push(performance.now())).observe(document.querySelector('#log'), { childList: true, subtree: true, characterData: true });
+    return true;
+  })()`);
+  const lastClick = async (target) => p.eval(`window.__m.clicks.filter((c) => c.target === ${JSON.stringify(target)}).pop() || null`);
+
+  await must('load: connects', async () => {
+    await p.click('#connect');
+    await waitFor('connected', `document.querySelector('#status').dataset.state === 'connected'`);
+  });
+  await must(`load: ${RUNS} runs with interval_ms 0 stream`, async () => {
+    await p.eval(`(${START_RUNS.toString()})(${JSON.stringify(['flood-', RUNS, 10_000_000, 0])})`);
+    await waitFor('every run streaming', `[...document.querySelectorAll('#runs .lane')].filter((l) => l.dataset.state === 'running' && Number(l.querySelector('.count').textContent) > 0).length === ${RUNS}`);
+  });
+  await sleep(1000);  // into the steady state: the server's and the sockets' buffers are full
+
+  // (b) frames and a click during the burst
+  const c0 = await p.eval(total);
+  const t0 = Date.now();
+  await p.eval(`window.__m.recording = true`);
+  await sleep(WINDOW_MS / 2);
+  await soft('load: a click handler runs during the burst (Wrap toggles)', async () => {
+    await p.click('#log-wrap');
+    await waitFor('Wrap off', `document.querySelector('#log-wrap').getAttribute('aria-pressed') === 'false'`);
+    const c = await lastClick('log-wrap');
+    measure(`a click (Wrap) during the burst ran its handler ${fmt(c.delay, 1)} ms after the input event`);
+    await p.click('#log-wrap');
+    await waitFor('Wrap on', `document.querySelector('#log-wrap').getAttribute('aria-pressed') === 'true'`);
+  });
+  await sleep(WINDOW_MS / 2);
+  const frames = await p.eval(`(() => { const m = window.__m; m.recording = false; return m.frames.slice(); })()`);
+  const c1 = await p.eval(total);
+  const seconds = (Date.now() - t0) / 1000;
+  frames.sort((a, b) => a - b);
+  const q = (x) => frames[Math.min(frames.length - 1, Math.floor(x * frames.length))];
+  measure(`${RUNS} runs, interval_ms 0: ${fmt((c1 - c0) / seconds)} events/s counted in the lanes over ${fmt(seconds, 1)} s`);
+  if (frames.length) {
+    measure(`frame time (requestAnimationFrame gaps) during the burst: p50 ${fmt(q(0.5), 1)} ms, p99 ${fmt(q(0.99), 1)} ms, max ${fmt(frames[frames.length - 1], 1)} ms over ${frames.length} frames`);
+  }
+  check('load: frames keep coming during the burst', frames.length >= 5, `${frames.length} frames in ${seconds} s`);
+
+  // (a) Cancel one run
+  const victim = 'flood-07';
+  await soft(`load: Cancel on ${victim} shows it cancelled, with no event of it after its run_cancelled`, async () => {
+    await p.eval(`(() => {
+      const el = ${laneEl(victim)};
+      const m = window.__m;
+      m.cancel = { requested: null, cancelled: null };
+      new MutationObserver(() => {
+        const now = performance.now();
+        if (m.cancel.requested === null && /Cancelling/.test(el.querySelector('.cancel').textContent)) m.cancel.requested = now;
+        if (m.cancel.cancelled === null && el.dataset.state === 'cancelled') { m.cancel.cancelled = now; m.cancel.count = el.querySelector('.count').textContent; }
+      }).observe(el, { attributes: true, childList: true, subtree: true, characterData: true });
+      return true;
+    })()`);
+    await p.click(`[aria-label="Cancel run ${victim}"]`);
+    await waitFor('the lane to show cancelled', `window.__m.cancel.cancelled !== null`, 30_000);
+    const c = await lastClick(`Cancel run ${victim}`);
+    const r = await p.eval(`window.__m.cancel`);
+    const clickedAt = c.at - c.delay;
+    measure(`Cancel ${victim} during the burst: handler after ${fmt(c.delay, 1)} ms, "Cancelling…" shown after ${fmt(r.requested - clickedAt)} ms, lane cancelled after ${fmt(r.cancelled - clickedAt)} ms (the run_cancelled waits behind the events the server had already queued)`);
+    const note = await p.eval(`${laneEl(victim)}.querySelector('.note').textContent`);
+    if (!/cancelled by client/.test(note)) throw new Error(`note: ${note}`);
+    await sleep(300);
+    const later = await p.eval(`${laneEl(victim)}.querySelector('.count').textContent`);
+    if (later !== r.count) throw new Error(`event count went on after the cancel: ${r.count} -> ${later}`);
+    // The run's own log (kept per run, so the other 49 do not push it out).
+    await p.eval(`(() => { const s = document.querySelector('#log-filter'); s.value = ${JSON.stringify(victim)}; s.dispatchEvent(new Event('change')); return true; })()`);
+    await waitFor('the filtered log', `[...document.querySelectorAll('#log .line')].length > 0 && [...document.querySelectorAll('#log .line')].every((n) => n.dataset.runId === ${JSON.stringify(victim)})`);
+    const types = await p.eval(`[...document.querySelectorAll('#log .line')].map((n) => n.dataset.type || (n.classList.contains('out') ? 'command' : ''))`);
+    const at = types.lastIndexOf('run_cancelled');
+    if (at < 0) throw new Error(`no run_cancelled line among ${types.length} lines`);
+    if (at !== types.length - 1) throw new Error(`lines after run_cancelled: ${types.slice(at + 1).join(', ')}`);
+    if (!types.includes('run_event')) throw new Error('no run_event lines kept for the run');
+    await p.eval(`(() => { const s = document.querySelector('#log-filter'); s.value = ''; s.dispatchEvent(new Event('change')); return true; })()`);
+    await waitFor('the whole log again', `new Set([...document.querySelectorAll('#log .line')].map((n) => n.dataset.runId)).size > 2`);
+  });
+
+  // (c) Pause freezes the log at once; events keep being read and counted
+  await soft('load: after Pause the log shows no new line, while the runs keep counting', async () => {
+    await p.click('#log-pause');
+    await waitFor('Pause pressed', `document.querySelector('#log-pause').getAttribute('aria-pressed') === 'true'`);
+    const c = await lastClick('log-pause');
+    const before = await p.eval(`({ last: document.querySelector('#log').lastElementChild?.textContent, n: document.querySelectorAll('#log .line').length, counted: ${total} })`);
+    await sleep(700);
+    const after = await p.eval(`({ last: document.querySelector('#log').lastElementChild?.textContent, n: document.querySelectorAll('#log .line').length, counted: ${total},
+      changes: window.__m.logChanges.filter((t) => t > ${c.at}).length, info: document.querySelector('#log-info').textContent })`);
+    measure(`Pause during the burst: handler after ${fmt(c.delay, 1)} ms; ${after.changes} log changes in the next 700 ms while ${fmt(after.counted - before.counted)} events were counted`);
+    if (after.changes !== 0 || after.last !== before.last || after.n !== before.n) throw new Error(`the log changed: ${after.changes} mutations`);
+    if (!(after.counted > before.counted)) throw new Error('the runs stopped counting while paused');
+    if (!/paused, [\d,]*[1-9][\d,]* new/.test(after.info)) throw new Error(`log info: ${after.info}`);
+    await p.click('#log-pause');
+    await waitFor('the log moving again', `window.__m.logChanges.some((t) => t > performance.now() - 300) && document.querySelector('#log-pause').getAttribute('aria-pressed') === 'false'`);
+  });
+
+  // Cancel all ends the burst
+  await soft(`load: Cancel all ends all ${RUNS} runs`, async () => {
+    await p.click('#runs-cancel-all');
+    const c = await lastClick('runs-cancel-all');
+    await waitFor('every run ended', `[...document.querySelectorAll('#runs .lane')].every((l) => l.dataset.state === 'cancelled')`, 30_000);
+    const at = await p.eval('performance.now()');
+    measure(`Cancel all during the burst: all ${RUNS} runs shown cancelled within ${fmt(at - (c.at - c.delay))} ms of the click`);
+  });
+  await pipeBrowser.close();
+  pipeBrowser = null;
 }
 
 main()

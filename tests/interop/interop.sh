@@ -52,7 +52,7 @@ case $case_name in
     ;;
   browser)
     start_server "$server"
-    node "$root/tests/browser/console.test.mjs" --base "http://127.0.0.1:$PORT" \
+    node "$root/tests/browser/console.test.mjs" --base "http://127.0.0.1:$PORT" --server "$server" \
       --screenshot "$artifacts/console.png"
     ;;
   *)
