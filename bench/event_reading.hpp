@@ -10,6 +10,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -119,7 +120,19 @@ struct event_view {
   std::string_view ts;                // empty if absent
   std::string_view run_id;            // payload.run_id, empty if absent
   std::optional<std::uint64_t> step;  // payload.step, if a non-negative integer
+  // payload.last_step (run_cancelled, an extension: the last step sent), if
+  // a non-negative integer
+  std::optional<std::uint64_t> last_step;
 };
+
+// payload.last_step of an event the full parser read, if a non-negative integer.
+inline std::optional<std::uint64_t> last_step_of(const agentws::received_event& event) {
+  const auto payload = nlohmann::json::parse(event.payload_json, nullptr, false);
+  if (!payload.is_object()) return std::nullopt;
+  const auto found = payload.find("last_step");
+  if (found == payload.end() || !found->is_number_unsigned()) return std::nullopt;
+  return found->get<std::uint64_t>();
+}
 
 // A strict reader for the flat envelope every peer writes,
 //   {"event_type": "...", "ts": "...", "payload": {"key": scalar, ...}},
@@ -176,7 +189,7 @@ class envelope_parser {
   }
 
   bool payload(event_view& out) {
-    bool have_run_id = false, have_step = false;
+    bool have_run_id = false, have_step = false, have_last_step = false;
     if (!eat('{')) return false;
     if (eat('}')) return true;
     do {
@@ -191,6 +204,10 @@ class envelope_parser {
         if (have_step) return false;
         have_step = true;
         if (value.is_unsigned) out.step = value.number;
+      } else if (key == "last_step") {
+        if (have_last_step) return false;
+        have_last_step = true;
+        if (value.is_unsigned) out.last_step = value.number;
       }
     } while (eat(','));
     return eat('}');
@@ -280,6 +297,7 @@ class event_reader {
     out.ts = full_->ts;
     out.run_id = full_->run_id;
     out.step = full_->step;
+    out.last_step = last_step_of(*full_);
     return true;
   }
 
@@ -387,18 +405,24 @@ class frame_reader {
     }
   }
 
-  // Reads what the socket holds (after the incomplete frame, if any).
-  boost::asio::awaitable<boost::system::error_code> fill(boost::asio::ip::tcp::socket& socket) {
+  // Reads what the socket holds (after the incomplete frame, if any), at most
+  // `at_most` bytes; `bytes_read`, if given, gets the count.
+  boost::asio::awaitable<boost::system::error_code> fill(boost::asio::ip::tcp::socket& socket,
+                                                         std::size_t at_most = SIZE_MAX,
+                                                         std::size_t* bytes_read = nullptr) {
     if (begin_ > 0) {  // at most one incomplete frame left: move it to the front
       std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
       end_ -= begin_;
       begin_ = 0;
     }
-    reserve(want_ > end_ ? want_ - end_ : 1);  // the whole frame fits; at least 64 KiB
+    // The whole frame fits, and the bounded read; at least 64 KiB.
+    reserve(std::max(want_ > end_ ? want_ - end_ : 1, at_most == SIZE_MAX ? 1 : at_most));
+    const std::size_t room = std::min(capacity_ - end_, at_most);
     auto [ec, size] =
-        co_await socket.async_read_some(boost::asio::buffer(buffer_.get() + end_, capacity_ - end_),
+        co_await socket.async_read_some(boost::asio::buffer(buffer_.get() + end_, room),
                                         boost::asio::as_tuple(boost::asio::use_awaitable));
     end_ += size;
+    if (bytes_read) *bytes_read = size;
     co_return ec;
   }
 

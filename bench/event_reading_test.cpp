@@ -4,6 +4,7 @@
 // sockets.
 #define CATCH_CONFIG_ENABLE_OPTIONAL_STRINGMAKER
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -25,9 +26,15 @@ using agentws::bench::frame_reader;
 
 constexpr std::string_view sample_ts = "2026-11-25T17:36:10.123456+00:00";
 
-// The server's own bytes, from the builders it uses.
+// A run_cancelled with the last_step extension (the last step sent), as a
+// server that drops a cancelled run's queued events writes it.
+constexpr std::string_view cancelled_with_last_step =
+    R"({"event_type": "run_cancelled", "ts": "2026-11-25T17:36:10.123456+00:00", )"
+    R"("payload": {"run_id": "run-4", "reason": "client", "last_step": 1234}})";
+
+// The server's own bytes, from the builders it uses (and the extension above).
 std::vector<std::string> server_events() {
-  std::vector<std::string> out(6);
+  std::vector<std::string> out(7);
   agentws::append_run_started(out[0], sample_ts, "run-1", std::nullopt);
   agentws::append_run_started(out[1], sample_ts, "run-2", std::string("req-7"));
   agentws::append_run_event(out[2], sample_ts, "run-1", 41, "agent step 41");
@@ -35,6 +42,7 @@ std::vector<std::string> server_events() {
   agentws::append_run_done(out[4], sample_ts, "run-3", "the agent failed");
   agentws::append_run_cancelled(out[5], sample_ts, "run-2", agentws::cancel_reason::client,
                                 std::string("req-8"));
+  out[6] = cancelled_with_last_step;
   return out;
 }
 
@@ -48,6 +56,12 @@ std::optional<event_view> full_parse(std::string_view text,
   view.ts = storage->ts;
   view.run_id = storage->run_id;
   view.step = storage->step;
+  // payload.last_step read here on its own, not with the reader's helper.
+  const auto payload = nlohmann::json::parse(storage->payload_json, nullptr, false);
+  if (payload.is_object() && payload.contains("last_step") &&
+      payload["last_step"].is_number_unsigned()) {
+    view.last_step = payload["last_step"].get<std::uint64_t>();
+  }
   return view;
 }
 
@@ -63,6 +77,7 @@ void check_agrees(std::string_view text) {
   CHECK(fast.ts == full->ts);
   CHECK(fast.run_id == full->run_id);
   CHECK(fast.step == full->step);
+  CHECK(fast.last_step == full->last_step);
 }
 
 bool fast_accepts(std::string_view text) {
@@ -124,6 +139,31 @@ TEST_CASE("the fast path reads every event the server's builders write", "[bench
   CHECK(view.ts == sample_ts);
   CHECK(view.run_id == "run-1");
   CHECK(view.step == std::uint64_t{41});
+  CHECK_FALSE(view.last_step);
+  REQUIRE(envelope_parser::parse(events[6], view));
+  CHECK(view.kind == event_kind::run_cancelled);
+  CHECK(view.last_step == std::uint64_t{1234});
+  event_view without;
+  REQUIRE(envelope_parser::parse(events[5], without));
+  CHECK_FALSE(without.last_step);  // absent: no step was sent, or an older server
+}
+
+TEST_CASE("the full parser's fallback reads last_step too", "[bench]") {
+  // An escape sends this one to the full parser.
+  const std::string escaped =
+      R"({"event_type": "run_cancelled", "ts": "t", "payload": {"run_id": "a\"b", "last_step": 7}})";
+  CHECK_FALSE(fast_accepts(escaped));
+  event_reader reader;
+  event_view view;
+  REQUIRE(reader.read(escaped, view));
+  CHECK(reader.slow() == 1);
+  CHECK(view.kind == event_kind::run_cancelled);
+  CHECK(view.run_id == "a\"b");
+  CHECK(view.last_step == std::uint64_t{7});
+  const std::string negative =
+      R"({"event_type": "run_cancelled", "ts": "t", "payload": {"run_id": "a\"b", "last_step": -1}})";
+  REQUIRE(reader.read(negative, view));
+  CHECK_FALSE(view.last_step);
 }
 
 TEST_CASE("the fast path reads the peers' spacing and key order", "[bench]") {
@@ -153,6 +193,7 @@ TEST_CASE("the fast path declines what it does not fully understand", "[bench]")
       // A repeated key: which one counts is the full parser's call.
       R"({"event_type": "run_event", "ts": "t", "payload": {"run_id": "a", "run_id": "b"}})",
       R"({"event_type": "run_event", "event_type": "run_done", "ts": "t", "payload": {}})",
+      R"({"event_type": "run_cancelled", "ts": "t", "payload": {"last_step": 1, "last_step": 2}})",
       // Not an envelope, or not JSON at all.
       R"({"event_type": "run_event", "ts": "t", "payload": {}} x)",
       R"({"event_type": 5, "ts": "t", "payload": {}})",

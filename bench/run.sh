@@ -11,7 +11,9 @@
 # SERVERS="ours node" limits the servers measured, SCENARIOS="scaling" the
 # scenarios. The scaling sweep (flood CPU per event from 1 to 1,000
 # connections and 1 to 256 runs per connection) runs against SCALING_SERVERS
-# (ours only by default).
+# (ours only by default), and so does slow-cancel (SLOW_CANCEL_SERVERS: a
+# client reading 1 MB/s while 50 runs, then 1 run, stream; what it reads
+# between cancel_run and run_cancelled).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,8 +46,19 @@ SCALING_RUNS=${SCALING_RUNS:-16 256}                       # on 1 connection, al
 SCALING_EVENTS=${SCALING_EVENTS:-1000000}
 SCALING_ROUNDS=${SCALING_ROUNDS:-3}
 SCALING_SERVERS=${SCALING_SERVERS:-ours}
+# slow-cancel: one connection per point of SLOW_CANCEL_RUNS (runs streaming),
+# a client with SO_RCVBUF SLOW_CANCEL_RCVBUF reading SLOW_CANCEL_READ_RATE
+# bytes/s, SLOW_CANCEL_SAMPLES cancel trials. A trial takes about
+# (bytes queued) / (read rate) twice: ~10 s each at 1 MB/s while the answers
+# wait behind MiBs of queued events, well under 1 s once they do not.
+SLOW_CANCEL_RUNS=${SLOW_CANCEL_RUNS:-50 1}
+SLOW_CANCEL_SAMPLES=${SLOW_CANCEL_SAMPLES:-10}
+SLOW_CANCEL_READ_RATE=${SLOW_CANCEL_READ_RATE:-1000000}
+SLOW_CANCEL_RCVBUF=${SLOW_CANCEL_RCVBUF:-131072}
+SLOW_CANCEL_TIMEOUT=${SLOW_CANCEL_TIMEOUT:-300}
+SLOW_CANCEL_SERVERS=${SLOW_CANCEL_SERVERS:-ours}
 SERVERS=${SERVERS:-ours fastapi node}
-SCENARIOS=${SCENARIOS:-flood cancel idle connect scaling}
+SCENARIOS=${SCENARIOS:-flood cancel idle connect scaling slow-cancel}
 
 results=$here/results
 mkdir -p "$results"
@@ -136,7 +149,7 @@ start_server() {
   esac
 }
 
-if [[ " $SERVERS " == *" node "* && ! -d $here/peers/node/node_modules/ws ]]; then
+if [[ " $SERVERS $SLOW_CANCEL_SERVERS " == *" node "* && ! -d $here/peers/node/node_modules/ws ]]; then
   echo "run.sh: installing the Node peer's dependencies (npm ci)" >&2
   (cd "$here/peers/node" && npm ci --no-audit --no-fund >&2)
 fi
@@ -180,7 +193,33 @@ run_scaling() {
   done
 }
 
+# One slow reader per point of SLOW_CANCEL_RUNS, each on a fresh server;
+# results go to $work/slow-cancel/.
+run_slow_cancel() {
+  local name=$1 runs
+  mkdir -p "$work/slow-cancel"
+  for runs in $SLOW_CANCEL_RUNS; do
+    start_server "$name"
+    if ! "$bench_bin" --scenario slow-cancel --url "ws://127.0.0.1:$server_port/ws" \
+        --label "$name" --server-pid "$server_pid" --timeout "$SLOW_CANCEL_TIMEOUT" \
+        --runs "$runs" --samples "$SLOW_CANCEL_SAMPLES" --read-rate-bytes "$SLOW_CANCEL_READ_RATE" \
+        --rcvbuf-bytes "$SLOW_CANCEL_RCVBUF" \
+        --json-out "$work/slow-cancel/$name-$runs.json"; then
+      echo "run.sh: slow-cancel with $runs runs against $name FAILED" >&2
+      failed=1
+    fi
+    stop_server
+  done
+}
+
 for scenario in $SCENARIOS; do
+  if [[ $scenario == slow-cancel ]]; then
+    for name in $SLOW_CANCEL_SERVERS; do
+      echo "slow-cancel: a slow reader against $name, $SLOW_CANCEL_RUNS runs streaming"
+      run_slow_cancel "$name"
+    done
+    continue
+  fi
   if [[ $scenario == scaling ]]; then
     for name in $SCALING_SERVERS; do
       echo "scaling: flood against $name at each point (the table follows at the end)"
@@ -223,10 +262,12 @@ work, out_path, servers = sys.argv[1], sys.argv[2], sys.argv[3].split()
 results = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, "*.json")))]
 scaling = [json.load(open(p)) for p in glob.glob(os.path.join(work, "scaling", "*.json"))]
 scaling.sort(key=lambda r: (r["server"], r["params"]["runs"], r["params"]["connections"]))
+slow_cancel = [json.load(open(p)) for p in glob.glob(os.path.join(work, "slow-cancel", "*.json"))]
+slow_cancel.sort(key=lambda r: (r["server"], -r["params"]["runs"]))
 machine = json.loads(os.environ["MACHINE_JSON"])
 machine["loadavg_end"] = os.environ["LOADAVG_END"]
-json.dump({"machine": machine, "results": results, "scaling": scaling}, open(out_path, "w"),
-          indent=2)
+json.dump({"machine": machine, "results": results, "scaling": scaling,
+           "slow_cancel": slow_cancel}, open(out_path, "w"), indent=2)
 
 # metric: (label, True if higher is better, None if informational)
 rows = {
@@ -317,11 +358,34 @@ if scaling:
         if values:
             print(f"{server}: server CPU per event from {min(values):.3f} to {max(values):.3f} us "
                   f"across the points (max/min {max(values) / min(values):.2f})")
+if slow_cancel:
+    print()
+    print("slow-cancel: one connection, a client reading a fixed rate while runs stream; per trial")
+    print("  what it reads from cancel_run to run_cancelled (KiB, ms) and from the replacement's")
+    print("  start_run to run_started; 'ts' = when the server acted (the answer's ts after the send);")
+    print("  'starts ms': the first start_runs, sent together, until the last run_started")
+    print(f"{'server':<8}{'runs':>5}{'trials':>7}{'cancel KiB p50':>15}{'p99':>8}{'max':>8}"
+          f"{'ms p50':>8}{'p99':>8}{'ts ms':>7}{'start KiB p50':>14}{'p99':>8}{'ms p50':>8}"
+          f"{'p99':>8}{'starts ms':>10}{'last_step':>10}{'rcvbuf':>8}{'read B/s':>10}{'status':>8}")
+    for r in slow_cancel:
+        s = lambda key: median_of(r, key)
+        fmt = lambda v, spec=".0f": format(v, spec) if v is not None else "-"
+        print(f"{r['server']:<8}{r['params']['runs']:>5}{fmt(s('trials')):>7}"
+              f"{fmt(s('cancel_kib_p50')):>15}{fmt(s('cancel_kib_p99')):>8}"
+              f"{fmt(s('cancel_kib_max')):>8}{fmt(s('cancel_ms_p50')):>8}{fmt(s('cancel_ms_p99')):>8}"
+              f"{fmt(s('cancel_ts_p50_ms'), '.1f'):>7}{fmt(s('start_kib_p50')):>14}"
+              f"{fmt(s('start_kib_p99')):>8}{fmt(s('start_ms_p50')):>8}{fmt(s('start_ms_p99')):>8}"
+              f"{fmt(s('initial_start_ms')):>10}"
+              f"{fmt(s('last_step_share'), '.0%'):>10}{fmt(s('rcvbuf_granted')):>8}"
+              f"{fmt(s('read_bytes_per_s'), '.3g'):>10}{('ok' if r['ok'] else 'FAIL'):>8}")
+    print("  target: at most 512 KiB read between cancel_run and run_cancelled, no event of the")
+    print("  run after it (a violation fails the point); rcvbuf: SO_RCVBUF as the kernel reports it")
 print()
 print(f"results: {out_path}")
 failed = [f"{r['scenario']}/{r['server']}" for r in results if not r["ok"]]
 failed += [f"scaling {r['params']['connections']}x{r['params']['runs']}/{r['server']}"
            for r in scaling if not r["ok"]]
+failed += [f"slow-cancel {r['params']['runs']} runs/{r['server']}" for r in slow_cancel if not r["ok"]]
 if failed:
     print("FAILED: " + ", ".join(failed))
 EOF

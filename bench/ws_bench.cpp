@@ -1,7 +1,8 @@
 // ws-bench: a load generator for the agentws protocol (ours or any peer that
 // speaks it). Scenarios: flood (throughput, latency, server CPU per event),
-// cancel (time from cancel_run to run_cancelled), idle (server memory per open
-// connection) and connect (handshakes per second).
+// cancel (time from cancel_run to run_cancelled), slow-cancel (what stands
+// between cancel_run and run_cancelled when a slow reader is flooded), idle
+// (server memory per open connection) and connect (handshakes per second).
 //
 // The client must never be the bottleneck. It uses Beast for the handshake
 // and the close only; flood and cancel read frames straight from the socket
@@ -13,6 +14,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/buffered_read_stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -21,12 +23,16 @@
 #include <nlohmann/json.hpp>
 
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -98,8 +104,15 @@ struct options {
   unsigned runs = 4;
   unsigned steps = 10'000;
   unsigned runs_in_flight = 2;
-  // cancel
+  // cancel (start/cancel cycles), slow-cancel (trials)
   unsigned samples = 200;
+  // slow-cancel (runs, steps and samples above get its own defaults)
+  std::size_t rcvbuf_bytes = 128 * 1024;
+  double read_rate_bytes = 1'000'000;
+  unsigned read_tick_ms = 2;
+  unsigned warmup_ms = 1000;
+  unsigned settle_ms = 500;
+  double trial_timeout_s = 30;
   // idle
   unsigned idle_connections = 1000;
   // connect
@@ -267,6 +280,7 @@ struct round_result {
   std::vector<std::pair<std::string, double>> metrics;
   failure_log failures;
   bool timed_out = false;
+  ordered_json details;  // per-sample figures for the JSON output; null if none
 
   void set(std::string name, double value) { metrics.emplace_back(std::move(name), value); }
 };
@@ -835,6 +849,617 @@ round_result cancel_round(const options& o, const target& to) {
   return result;
 }
 
+// --- slow-cancel ---
+
+// One connection, `runs` runs streaming at interval_ms 0, and a client that
+// reads a fixed number of bytes per second, so that every buffer between the
+// agents and the client (the server's outbox and write buffer, both socket
+// buffers) is full. A trial cancels one run and counts what the client reads
+// from cancel_run until its run_cancelled, then starts a replacement and
+// counts the same until its run_started. Bytes do not depend on the
+// machine's speed; times follow from the read rate.
+
+constexpr std::string_view slow_run_prefix = "slow-";
+
+struct slow_run {
+  std::int64_t start_sent_wall_us = 0;
+  std::int64_t next_step = 0;  // steps 0..next_step-1 were read, in order
+  bool started = false;
+  bool cancel_sent = false;
+  bool ended = false;  // its terminal event was read
+};
+
+// A command whose answer a trial waits for, and that answer.
+struct slow_wait {
+  std::size_t run = 0;
+  agentws::event_kind answer = agentws::event_kind::unknown;
+  std::uint64_t bytes_at_send = 0;
+  steady::time_point sent_at;
+  std::int64_t sent_wall_us = 0;
+  bool answered = false;
+  bool failed = false;              // the run ended otherwise, or the command was refused
+  std::uint64_t bytes = 0;          // read from the send to the answer's last byte
+  double ms = 0;                    // from the send to the read that completed the answer
+  std::optional<double> server_ms;  // the answer's ts minus the send: when the server acted
+  std::optional<std::uint64_t> last_step;
+  std::int64_t highest_step = -1;  // the run's last step read before the answer
+};
+
+struct slow_cancel_figures {
+  std::vector<double> cancel_kib, cancel_ms, cancel_server_ms;
+  std::vector<double> start_kib, start_ms, start_server_ms;
+  // The first `runs` start_runs, sent back to back: until the last run_started.
+  unsigned initial_started = 0;
+  std::uint64_t initial_start_bytes = 0;
+  double initial_start_ms = 0;
+  double initial_start_ts_max_ms = 0;  // the latest any of them was acted on, after its send
+  unsigned trials = 0;
+  unsigned with_last_step = 0;  // trials whose run_cancelled carried last_step
+  int rcvbuf_granted = 0;       // getsockopt(SO_RCVBUF) after setting it
+  int rcvbuf_at_end = 0;
+  std::uint64_t trial_bytes = 0;  // read from the first trial's cancel_run to the last settle
+  double trial_seconds = 0;
+  std::uint64_t paced_reads = 0;
+  std::uint64_t short_reads = 0;  // paced reads that got less than they asked for
+  std::uint64_t events = 0;
+  ordered_json trials_json = ordered_json::array();
+};
+
+// SO_RCVBUF as the kernel reports it (Linux doubles what was set, for its
+// bookkeeping; Asio's get_option halves it back, so it is not used here).
+int kernel_rcvbuf(tcp::socket& socket, error_code& ec) {
+  int value = 0;
+  socklen_t size = sizeof value;
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVBUF, &value, &size) != 0) {
+    ec = error_code(errno, boost::system::system_category());
+  }
+  return value;
+}
+
+std::string kib_text(std::uint64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed;
+  out.precision(1);
+  out << static_cast<double>(bytes) / 1024.0 << " KiB";
+  return out.str();
+}
+
+class slow_cancel_client {
+ public:
+  slow_cancel_client(bench_connection& c, const options& o, steady::time_point deadline)
+      : c_(c), o_(o), deadline_(deadline), timer_(c.ws.get_executor()) {
+    params_.steps = o.steps;
+    params_.interval_ms = 0;
+    tick_ = std::chrono::milliseconds(o.read_tick_ms);
+    bucket_bytes_ = std::max(1.0, std::floor(o.read_rate_bytes * o.read_tick_ms / 1000.0));
+  }
+
+  slow_cancel_figures figures;
+
+  asio::awaitable<void> run(const target& to) {
+    const bool ready = set_receive_buffer(to);
+    const bool opened = ready && co_await open_connection(c_, to);
+    if (!opened) co_return;
+    c_.reader.adopt(c_.ws.next_layer().buffer());
+    // After a failed trial the rest is still drained and checked.
+    co_await flood();
+    if (!broken_) {
+      error_code ignored;
+      figures.rcvbuf_at_end = kernel_rcvbuf(c_.socket(), ignored);
+    }
+    const bool drained = !broken_ && co_await drain();
+    if (drained) {
+      co_await close_connection(c_);
+    } else if (c_.open) {
+      c_.abort();  // mid-stream: Beast's close cannot take over from here
+      c_.open = false;
+    }
+  }
+
+ private:
+  // Set before connect: the window scale is chosen in the handshake, and a
+  // size set by hand turns the kernel's receive autotuning off.
+  bool set_receive_buffer(const target& to) {
+    error_code ec;
+    auto& socket = c_.socket();
+    socket.open(to.endpoint.protocol(), ec);
+    if (!ec && o_.rcvbuf_bytes > 0) {
+      socket.set_option(asio::socket_base::receive_buffer_size(static_cast<int>(o_.rcvbuf_bytes)),
+                        ec);
+    }
+    const int granted = ec ? 0 : kernel_rcvbuf(socket, ec);
+    if (ec) {
+      c_.failures.error("SO_RCVBUF: " + ec.message());
+      return false;
+    }
+    figures.rcvbuf_granted = granted;
+    return true;
+  }
+
+  std::string run_id(std::size_t index) const {
+    return std::string(slow_run_prefix) + std::to_string(index);
+  }
+
+  // The run index in "slow-<index>", or -1.
+  std::int64_t run_index(std::string_view id) const {
+    if (!id.starts_with(slow_run_prefix)) return -1;
+    std::int64_t index = 0;
+    if (!parse_digits(id.substr(slow_run_prefix.size()), index)) return -1;
+    return index < static_cast<std::int64_t>(runs_.size()) ? index : -1;
+  }
+
+  bool all_started() const {
+    return std::all_of(runs_.begin(), runs_.end(), [](const slow_run& r) { return r.started; });
+  }
+  bool all_ended() const {
+    return std::all_of(runs_.begin(), runs_.end(), [](const slow_run& r) { return r.ended; });
+  }
+
+  steady::time_point within(double seconds) const {
+    return std::min(deadline_, steady::now() + std::chrono::duration_cast<steady::duration>(
+                                                   std::chrono::duration<double>(seconds)));
+  }
+
+  // Notes where the stream stands, then sends the command.
+  asio::awaitable<bool> send_awaited(std::size_t run, agentws::event_kind answer,
+                                     std::string command) {
+    wait_ = slow_wait{};
+    wait_.run = run;
+    wait_.answer = answer;
+    wait_.bytes_at_send = total_bytes_;
+    wait_.sent_wall_us = wall_now_us();
+    wait_.sent_at = steady::now();
+    const bool sent = co_await send_text(c_, std::move(command));
+    if (!sent) broken_ = true;
+    co_return sent;
+  }
+
+  asio::awaitable<bool> start_run(std::size_t index) {
+    runs_[index].start_sent_wall_us = wall_now_us();
+    const bool sent = co_await send_text(c_, agentws::make_start_run(run_id(index), params_));
+    if (!sent) broken_ = true;
+    co_return sent;
+  }
+
+  // Reads (paced or not) until `done`; false on a failure (recorded) or at
+  // `limit` (for the caller to describe, unless broken_).
+  asio::awaitable<bool> read_until(std::function<bool()> done, steady::time_point limit,
+                                   bool paced = true) {
+    while (!done()) {
+      if (broken_ || steady::now() >= limit) co_return false;
+      const bool read = paced ? co_await read_paced() : co_await read_fast();
+      if (!read) co_return false;
+    }
+    co_return true;
+  }
+
+  // One tick of the token bucket: at most rate x tick bytes, one read_some
+  // into exactly that much room, so the read rate is the bottleneck (the
+  // bucket holds one tick: a late tick loses its share, it does not burst).
+  asio::awaitable<bool> read_paced() {
+    const auto now = steady::now();
+    next_tick_ = std::max(next_tick_ + tick_, now);
+    timer_.expires_at(next_tick_);
+    auto [wait_error] = co_await timer_.async_wait(nothrow);
+    if (wait_error) {
+      c_.failures.error("read timer: " + wait_error.message());
+      broken_ = true;
+      co_return false;
+    }
+    const auto woke = steady::now();
+    if (refilled_at_ == steady::time_point{}) refilled_at_ = woke - tick_;
+    tokens_ = std::min(
+        bucket_bytes_,
+        tokens_ + o_.read_rate_bytes * std::chrono::duration<double>(woke - refilled_at_).count());
+    refilled_at_ = woke;
+    const auto ask = static_cast<std::size_t>(tokens_);
+    if (ask == 0) co_return true;
+    std::size_t got = 0;
+    const error_code ec = co_await c_.reader.fill(c_.socket(), ask, &got);
+    tokens_ -= static_cast<double>(got);
+    ++paced_reads_;
+    if (got < ask) ++short_reads_;
+    co_return co_await after_read(ec, got);
+  }
+
+  asio::awaitable<bool> read_fast() {
+    std::size_t got = 0;
+    const error_code ec = co_await c_.reader.fill(c_.socket(), SIZE_MAX, &got);
+    co_return co_await after_read(ec, got);
+  }
+
+  asio::awaitable<bool> after_read(error_code ec, std::size_t got) {
+    total_bytes_ += got;
+    received_at_ = steady::now();
+    if (ec) {
+      c_.failures.error("read: " + ec.message());
+      c_.open = false;
+      broken_ = true;
+      co_return false;
+    }
+    if (!handle_frames()) co_return false;
+    const bool ponged = co_await send_pongs(c_);
+    if (!ponged) broken_ = true;
+    co_return ponged;
+  }
+
+  bool handle_frames() {
+    for (;;) {
+      std::string_view text;
+      switch (c_.reader.next(text)) {
+        case frame_reader::result::message:
+          ++figures.events;
+          on_event(text, total_bytes_ - c_.reader.buffered());
+          continue;
+        case frame_reader::result::need_more:
+          return true;
+        case frame_reader::result::closed:
+          c_.failures.error("the server closed the connection (" +
+                            std::to_string(c_.reader.close_code()) + ")");
+          c_.open = false;
+          broken_ = true;
+          return false;
+        case frame_reader::result::failed:
+          c_.failures.violation(c_.reader.why());
+          c_.abort();
+          c_.open = false;
+          broken_ = true;
+          return false;
+      }
+    }
+  }
+
+  // Checks one event against its run; `at` is the stream offset of its last byte.
+  void on_event(std::string_view text, std::uint64_t at) {
+    event_view event;
+    if (!c_.events_read.read(text, event)) {
+      c_.failures.violation("unreadable event: " + excerpt(text));
+      return;
+    }
+    const std::int64_t index = run_index(event.run_id);
+    slow_run* run = index >= 0 ? &runs_[static_cast<std::size_t>(index)] : nullptr;
+    const auto kind = event.kind;
+    const bool about_a_run =
+        kind == agentws::event_kind::run_started || kind == agentws::event_kind::run_event ||
+        kind == agentws::event_kind::run_done || kind == agentws::event_kind::run_cancelled;
+    if (about_a_run && !run) {
+      c_.failures.violation(std::string(kind_name(kind)) + " for an unknown run: " + excerpt(text));
+      return;
+    }
+    if (about_a_run && run->ended) {
+      c_.failures.violation(std::string(kind_name(kind)) +
+                            " after the run's terminal: " + excerpt(text));
+      return;
+    }
+    if (about_a_run && !run->started && kind != agentws::event_kind::run_started) {
+      c_.failures.violation(std::string(kind_name(kind)) + " before run_started: " + excerpt(text));
+    }
+    switch (kind) {
+      case agentws::event_kind::run_started:
+        if (run->started) {
+          c_.failures.violation("second run_started: " + excerpt(text));
+          return;
+        }
+        run->started = true;
+        if (static_cast<std::size_t>(index) < o_.runs) initial_started(*run, event, at);
+        answered(static_cast<std::size_t>(index), event, at);
+        return;
+      case agentws::event_kind::run_event: {
+        // Steps are never dropped before a run's end: every run's steps
+        // read are 0, 1, 2, ... (a cancelled run's may stop early).
+        const std::int64_t step = event.step ? static_cast<std::int64_t>(*event.step) : -1;
+        if (step != run->next_step) {
+          c_.failures.violation("step " + std::to_string(step) + ", expected " +
+                                std::to_string(run->next_step) + ": " + excerpt(text));
+        }
+        run->next_step = step + 1;  // resynchronise: one fault, one violation
+        return;
+      }
+      case agentws::event_kind::run_cancelled:
+        if (!run->cancel_sent) {
+          c_.failures.violation("run_cancelled for a run not cancelled: " + excerpt(text));
+        }
+        run->ended = true;
+        // last_step is the last step sent: it must be the last one read.
+        if (event.last_step && run->next_step == 0) {
+          c_.failures.violation("last_step " + std::to_string(*event.last_step) +
+                                " but no step was read: " + excerpt(text));
+        } else if (event.last_step &&
+                   static_cast<std::int64_t>(*event.last_step) != run->next_step - 1) {
+          c_.failures.violation("last_step " + std::to_string(*event.last_step) +
+                                " but the last step read was " +
+                                std::to_string(run->next_step - 1) + ": " + excerpt(text));
+        }
+        answered(static_cast<std::size_t>(index), event, at);
+        return;
+      case agentws::event_kind::run_done:
+        run->ended = true;
+        if (run->next_step != static_cast<std::int64_t>(o_.steps)) {
+          c_.failures.violation("run_done after " + std::to_string(run->next_step) + " of " +
+                                std::to_string(o_.steps) + " steps: " + excerpt(text));
+        } else {
+          c_.failures.error(std::string(event.run_id) +
+                            " ran out of steps during the scenario: raise --steps");
+        }
+        if (wait_.run == static_cast<std::size_t>(index)) wait_.failed = true;
+        return;
+      case agentws::event_kind::error:
+        c_.failures.violation("error event: " + excerpt(text));
+        if (run && wait_.run == static_cast<std::size_t>(index)) wait_.failed = true;
+        return;
+      case agentws::event_kind::connected:
+      case agentws::event_kind::unknown:
+        c_.failures.violation("unexpected event: " + excerpt(text));
+        return;
+    }
+  }
+
+  void initial_started(const slow_run& run, const event_view& event, std::uint64_t at) {
+    if (const auto ts_us = c_.timestamps.micros(event.ts)) {
+      figures.initial_start_ts_max_ms =
+          std::max(figures.initial_start_ts_max_ms,
+                   static_cast<double>(*ts_us - run.start_sent_wall_us) / 1000.0);
+    }
+    // Counted during the warm-up only: the closing drain reads at full speed.
+    if (!warming_ || ++figures.initial_started < o_.runs) return;
+    figures.initial_start_bytes = at;
+    figures.initial_start_ms =
+        std::chrono::duration<double, std::milli>(received_at_ - first_start_sent_at_).count();
+  }
+
+  void answered(std::size_t index, const event_view& event, std::uint64_t at) {
+    if (wait_.answered || wait_.answer != event.kind || wait_.run != index) return;
+    wait_.answered = true;
+    wait_.bytes = at - wait_.bytes_at_send;
+    wait_.ms = std::chrono::duration<double, std::milli>(received_at_ - wait_.sent_at).count();
+    if (const auto ts_us = c_.timestamps.micros(event.ts)) {
+      wait_.server_ms = static_cast<double>(*ts_us - wait_.sent_wall_us) / 1000.0;
+    }
+    wait_.last_step = event.last_step;
+    wait_.highest_step = runs_[index].next_step - 1;
+  }
+
+  asio::awaitable<bool> flood() {
+    runs_.resize(o_.runs);
+    first_start_sent_at_ = steady::now();
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+      const bool sent = co_await start_run(i);
+      if (!sent) co_return false;
+    }
+    next_tick_ = steady::now();
+    const auto warm_until = steady::now() + std::chrono::milliseconds(o_.warmup_ms);
+    warming_ = true;
+    const bool warm = co_await read_until(
+        [this, warm_until] { return steady::now() >= warm_until && all_started(); },
+        within(o_.warmup_ms / 1000.0 + o_.trial_timeout_s));
+    warming_ = false;
+    if (!warm) {
+      if (!broken_) {
+        std::ostringstream why;
+        why << "warm-up: " << figures.initial_started << " of " << o_.runs
+            << " runs started within " << o_.warmup_ms / 1000.0 + o_.trial_timeout_s
+            << " s of their start_run";
+        c_.failures.error(why.str());
+      }
+      co_return false;
+    }
+    std::cerr << "ws-bench: slow-cancel: " << (o_.runs == 1 ? "the run" : "all runs")
+              << " started after " << kib_text(figures.initial_start_bytes) << ", "
+              << static_cast<std::uint64_t>(figures.initial_start_ms)
+              << " ms (the last start_run acted on "
+              << static_cast<std::uint64_t>(figures.initial_start_ts_max_ms)
+              << " ms after its send)\n";
+    const auto trials_began = steady::now();
+    const std::uint64_t bytes_began = total_bytes_;
+    const std::uint64_t paced_began = paced_reads_, short_began = short_reads_;
+    bool ok = true;
+    for (unsigned trial = 0; trial < o_.samples && ok; ++trial)
+      ok = co_await run_trial(trial);
+    figures.trial_seconds = std::chrono::duration<double>(steady::now() - trials_began).count();
+    figures.trial_bytes = total_bytes_ - bytes_began;
+    figures.paced_reads = paced_reads_ - paced_began;
+    figures.short_reads = short_reads_ - short_began;
+    co_return ok;
+  }
+
+  // Waits for the answer to the command just sent; false (recorded) if none came.
+  asio::awaitable<bool> await_answer(unsigned trial, std::string_view what) {
+    const bool read = co_await read_until([this] { return wait_.answered || wait_.failed; },
+                                          within(o_.trial_timeout_s));
+    if (read && wait_.answered) co_return true;
+    if (!broken_ && !wait_.failed) {
+      std::ostringstream why;
+      why << "trial " << trial + 1 << ": no " << what << " for " << run_id(wait_.run) << " within "
+          << o_.trial_timeout_s << " s (" << kib_text(total_bytes_ - wait_.bytes_at_send)
+          << " read since the command)";
+      c_.failures.error(why.str());
+    }
+    co_return false;
+  }
+
+  asio::awaitable<bool> run_trial(unsigned trial) {
+    // The oldest run still streaming: a different one each trial.
+    std::size_t victim = runs_.size();
+    for (std::size_t i = 0; i < runs_.size() && victim == runs_.size(); ++i) {
+      if (runs_[i].started && !runs_[i].cancel_sent && !runs_[i].ended) victim = i;
+    }
+    if (victim == runs_.size()) {
+      c_.failures.error("trial " + std::to_string(trial + 1) + ": no run left to cancel");
+      co_return false;
+    }
+    runs_[victim].cancel_sent = true;
+    const bool cancel_sent = co_await send_awaited(victim, agentws::event_kind::run_cancelled,
+                                                   agentws::make_cancel_run(run_id(victim)));
+    if (!cancel_sent) co_return false;
+    const bool cancelled = co_await await_answer(trial, "run_cancelled");
+    if (!cancelled) co_return false;
+    const slow_wait cancel = wait_;
+    figures.cancel_kib.push_back(static_cast<double>(cancel.bytes) / 1024.0);
+    figures.cancel_ms.push_back(cancel.ms);
+    if (cancel.server_ms) figures.cancel_server_ms.push_back(*cancel.server_ms);
+    if (cancel.last_step) ++figures.with_last_step;
+
+    // A replacement keeps `runs` streaming (and measures run_started).
+    const std::size_t fresh = runs_.size();
+    runs_.emplace_back();
+    const bool start_sent = co_await send_awaited(fresh, agentws::event_kind::run_started,
+                                                  agentws::make_start_run(run_id(fresh), params_));
+    if (!start_sent) co_return false;
+    const bool started = co_await await_answer(trial, "run_started");
+    if (!started) co_return false;
+    const slow_wait start = wait_;
+    wait_ = slow_wait{};
+    wait_.run = runs_.size();  // nothing awaited
+    figures.start_kib.push_back(static_cast<double>(start.bytes) / 1024.0);
+    figures.start_ms.push_back(start.ms);
+    if (start.server_ms) figures.start_server_ms.push_back(*start.server_ms);
+    ++figures.trials;
+
+    auto json_ms = [](const std::optional<double>& ms) {
+      return ms ? ordered_json(*ms) : ordered_json(nullptr);
+    };
+    ordered_json entry;
+    entry["run"] = run_id(victim);
+    entry["cancel_bytes"] = cancel.bytes;
+    entry["cancel_ms"] = cancel.ms;
+    entry["cancel_server_ms"] = json_ms(cancel.server_ms);
+    entry["last_step"] = cancel.last_step ? ordered_json(*cancel.last_step) : ordered_json(nullptr);
+    entry["last_step_read"] = cancel.highest_step;
+    entry["replacement"] = run_id(fresh);
+    entry["start_bytes"] = start.bytes;
+    entry["start_ms"] = start.ms;
+    entry["start_server_ms"] = json_ms(start.server_ms);
+    figures.trials_json.push_back(entry);
+    std::ostringstream line;
+    line.setf(std::ios::fixed);
+    line.precision(1);
+    line << "ws-bench: slow-cancel trial " << trial + 1 << "/" << o_.samples << ": "
+         << run_id(victim) << " run_cancelled after " << kib_text(cancel.bytes) << ", " << cancel.ms
+         << " ms";
+    if (cancel.server_ms) line << " (its ts " << *cancel.server_ms << " ms after cancel_run)";
+    line << ", last step read " << cancel.highest_step << ", last_step "
+         << (cancel.last_step ? std::to_string(*cancel.last_step) : std::string("absent")) << "; "
+         << run_id(fresh) << " run_started after " << kib_text(start.bytes) << ", " << start.ms
+         << " ms";
+    if (start.server_ms) line << " (its ts " << *start.server_ms << " ms after start_run)";
+    std::cerr << line.str() << "\n";
+
+    // Let the buffers fill again (with one run they emptied), and keep
+    // watching: no event of a cancelled run may follow its run_cancelled.
+    const auto settled_at = steady::now() + std::chrono::milliseconds(o_.settle_ms);
+    const bool settled =
+        co_await read_until([settled_at] { return steady::now() >= settled_at; }, deadline_);
+    if (!settled && !broken_) c_.failures.error("the scenario's --timeout passed");
+    co_return settled;
+  }
+
+  // Cancels every run left and reads (at full speed) until all have ended,
+  // so that the stream stops and the connection closes cleanly.
+  asio::awaitable<bool> drain() {
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+      if (runs_[i].ended || runs_[i].cancel_sent) continue;
+      runs_[i].cancel_sent = true;
+      const bool sent = co_await send_text(c_, agentws::make_cancel_run(run_id(i)));
+      if (!sent) {
+        broken_ = true;
+        co_return false;
+      }
+    }
+    const auto limit = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                           std::chrono::duration<double>(o_.trial_timeout_s));
+    const bool drained = co_await read_until([this] { return all_ended(); }, limit, false);
+    if (!drained) {
+      if (!broken_) c_.failures.error("the closing cancels were not all answered in time");
+      co_return false;
+    }
+    check_reader_drained(c_);
+    co_return c_.open;
+  }
+
+  bench_connection& c_;
+  const options& o_;
+  const steady::time_point deadline_;
+  asio::steady_timer timer_;
+  agentws::run_params_override params_;
+  std::vector<slow_run> runs_;
+  slow_wait wait_;
+  std::uint64_t total_bytes_ = 0;  // read from the socket since the frame reader took over
+  steady::time_point received_at_;
+  steady::time_point first_start_sent_at_;
+  bool warming_ = false;
+  bool broken_ = false;  // the connection failed (recorded): stop
+  // The token bucket.
+  steady::duration tick_;
+  double bucket_bytes_ = 0;
+  double tokens_ = 0;
+  steady::time_point next_tick_;
+  steady::time_point refilled_at_;
+  std::uint64_t paced_reads_ = 0;
+  std::uint64_t short_reads_ = 0;
+};
+
+asio::awaitable<void> slow_cancel_task(slow_cancel_client& client, const target& to) {
+  co_await client.run(to);
+}
+
+round_result slow_cancel_round(const options& o, const target& to) {
+  round_result result;
+  io_pool pool(1);
+  const auto deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                            std::chrono::duration<double>(o.timeout_s));
+  std::vector<std::unique_ptr<bench_connection>> connections;
+  connections.push_back(std::make_unique<bench_connection>(pool.at(0)));
+  auto& c = *connections.front();
+  slow_cancel_client client(c, o, deadline);
+  spawn(pool.at(0), slow_cancel_task(client, to), c.failures);
+  // The trials stop at the deadline; the closing drain has its own bound.
+  const auto backstop = deadline + std::chrono::duration_cast<steady::duration>(
+                                       std::chrono::duration<double>(o.trial_timeout_s + 10));
+  result.timed_out = !run_phase(pool, backstop, connections, result.failures, "slow-cancel");
+  result.failures.merge(c.failures);
+  const auto& f = client.figures;
+  if (f.trials < o.samples && !c.failures.failed()) {
+    result.failures.error(std::to_string(f.trials) + " of " + std::to_string(o.samples) +
+                          " trials done");
+  }
+  auto three = [&](const std::string& name, const std::vector<double>& values) {
+    result.set(name + "_p50", quantile(values, 0.50));
+    result.set(name + "_p99", quantile(values, 0.99));
+    result.set(name + "_max", values.empty() ? 0 : *std::max_element(values.begin(), values.end()));
+  };
+  result.set("trials", f.trials);
+  three("cancel_kib", f.cancel_kib);
+  three("cancel_ms", f.cancel_ms);
+  // When the server acted on cancel_run (the ts of run_cancelled), after the send.
+  result.set("cancel_ts_p50_ms", quantile(f.cancel_server_ms, 0.50));
+  three("start_kib", f.start_kib);
+  three("start_ms", f.start_ms);
+  result.set("start_ts_p50_ms", quantile(f.start_server_ms, 0.50));
+  // The initial start_runs, sent back to back: until the last run_started.
+  result.set("initial_start_kib", static_cast<double>(f.initial_start_bytes) / 1024.0);
+  result.set("initial_start_ms", f.initial_start_ms);
+  result.set("initial_start_ts_max_ms", f.initial_start_ts_max_ms);
+  result.set("last_step_share", f.trials ? static_cast<double>(f.with_last_step) / f.trials : 0.0);
+  result.set("rcvbuf_granted", f.rcvbuf_granted);
+  // What the client read per second over the trials, and how often a read
+  // found less than its share waiting (then the server, not the rate, set the pace).
+  result.set("read_bytes_per_s",
+             static_cast<double>(f.trial_bytes) / std::max(1e-9, f.trial_seconds));
+  result.set("short_read_share",
+             f.paced_reads ? static_cast<double>(f.short_reads) / static_cast<double>(f.paced_reads)
+                           : 0.0);
+  ordered_json details;
+  details["rcvbuf_requested"] = o.rcvbuf_bytes;
+  details["rcvbuf_granted"] = f.rcvbuf_granted;
+  details["rcvbuf_at_end"] = f.rcvbuf_at_end;
+  details["events"] = f.events;
+  details["trial_bytes"] = f.trial_bytes;
+  details["trial_seconds"] = f.trial_seconds;
+  details["trials"] = f.trials_json;
+  result.details = details;
+  return result;
+}
+
 // --- idle ---
 
 constexpr unsigned idle_open_parallel = 32;  // handshakes in flight while filling up
@@ -1029,6 +1654,12 @@ std::string describe(const options& o) {
         << " runs in flight per connection; connections kept open across rounds)";
   } else if (o.scenario == "cancel") {
     out << o.samples << " start/cancel cycles on one connection";
+  } else if (o.scenario == "slow-cancel") {
+    out << "one connection, " << o.runs << " run" << (o.runs == 1 ? "" : "s")
+        << " streaming (interval_ms 0), SO_RCVBUF " << o.rcvbuf_bytes
+        << " requested, the client reading " << static_cast<std::uint64_t>(o.read_rate_bytes)
+        << " bytes/s in " << o.read_tick_ms << " ms ticks; " << o.samples
+        << " cancel trials after a " << o.warmup_ms << " ms warm-up";
   } else if (o.scenario == "idle") {
     out << o.idle_connections << " more idle connections per round (kept open)";
   } else {
@@ -1107,6 +1738,16 @@ ordered_json to_json(const options& o, const std::vector<round_result>& rounds, 
     params["runs_in_flight"] = std::min(o.runs, std::max(1u, o.runs_in_flight));
   } else if (o.scenario == "cancel") {
     params["samples"] = o.samples;
+  } else if (o.scenario == "slow-cancel") {
+    params["runs"] = o.runs;
+    params["steps"] = o.steps;
+    params["samples"] = o.samples;
+    params["rcvbuf_bytes"] = o.rcvbuf_bytes;
+    params["read_rate_bytes"] = o.read_rate_bytes;
+    params["read_tick_ms"] = o.read_tick_ms;
+    params["warmup_ms"] = o.warmup_ms;
+    params["settle_ms"] = o.settle_ms;
+    params["trial_timeout_s"] = o.trial_timeout_s;
   } else if (o.scenario == "idle") {
     params["connections"] = o.idle_connections;
   } else {
@@ -1124,6 +1765,7 @@ ordered_json to_json(const options& o, const std::vector<round_result>& rounds, 
     entry["violations"] = round.failures.violations;
     entry["errors"] = round.failures.errors;
     entry["timed_out"] = round.timed_out;
+    if (!round.details.is_null()) entry["details"] = round.details;
     round_list.push_back(entry);
     violations += round.failures.violations;
     errors += round.failures.errors;
@@ -1190,26 +1832,46 @@ int main(int argc, char** argv) {
   options o;
   po::options_description described(
       "ws-bench: load generator for the agentws protocol (loopback only)\n\n"
-      "Usage: ws-bench --scenario flood|cancel|idle|connect --url ws://127.0.0.1:PORT/ws "
+      "Usage: ws-bench --scenario flood|cancel|slow-cancel|idle|connect "
+      "--url ws://127.0.0.1:PORT/ws "
       "[options]\n\nOptions");
   // clang-format off
   described.add_options()
     ("help,h", "show this help and exit")
-    ("scenario", po::value(&o.scenario), "flood, cancel, idle or connect")
+    ("scenario", po::value(&o.scenario), "flood, cancel, slow-cancel, idle or connect")
     ("url", po::value(&o.url)->default_value(o.url), "server to measure (a loopback address)")
     ("label", po::value(&o.label)->default_value(o.label), "server name in the report")
     ("server-pid", po::value(&o.server_pid)->default_value(o.server_pid),
      "server process, for CPU time (flood, connect) and RSS (idle) from /proc")
-    ("rounds", po::value(&o.rounds)->default_value(o.rounds), "measured rounds")
-    ("warmup", po::value(&o.warmup)->default_value(o.warmup), "unmeasured rounds first")
-    ("timeout", po::value(&o.timeout_s)->default_value(o.timeout_s), "seconds allowed per round")
+    ("rounds", po::value(&o.rounds)->default_value(o.rounds),
+     "measured rounds (slow-cancel: 1 unless given)")
+    ("warmup", po::value(&o.warmup)->default_value(o.warmup),
+     "unmeasured rounds first (slow-cancel: 0 unless given)")
+    ("timeout", po::value(&o.timeout_s)->default_value(o.timeout_s),
+     "seconds allowed per round (slow-cancel: 300 unless given; bounds the trials, the closing "
+     "drain adds at most --trial-timeout)")
     ("threads", po::value(&o.threads)->default_value(o.threads), "client I/O threads")
     ("connections", po::value(&o.connections)->default_value(o.connections), "flood: connections")
-    ("runs", po::value(&o.runs)->default_value(o.runs), "flood: runs per connection")
-    ("steps", po::value(&o.steps)->default_value(o.steps), "flood: steps per run")
+    ("runs", po::value(&o.runs)->default_value(o.runs),
+     "flood: runs per connection; slow-cancel: runs streaming (50 unless given)")
+    ("steps", po::value(&o.steps)->default_value(o.steps),
+     "flood: steps per run; slow-cancel: steps per run (10000000 unless given)")
     ("runs-in-flight", po::value(&o.runs_in_flight)->default_value(o.runs_in_flight),
      "flood: runs active at once per connection")
-    ("samples", po::value(&o.samples)->default_value(o.samples), "cancel: start/cancel cycles")
+    ("samples", po::value(&o.samples)->default_value(o.samples),
+     "cancel: start/cancel cycles; slow-cancel: trials (10 unless given)")
+    ("rcvbuf-bytes", po::value(&o.rcvbuf_bytes)->default_value(o.rcvbuf_bytes),
+     "slow-cancel: SO_RCVBUF set before connect (Linux doubles it; 0: the kernel's autotuning)")
+    ("read-rate-bytes", po::value(&o.read_rate_bytes)->default_value(o.read_rate_bytes),
+     "slow-cancel: bytes the client reads per second")
+    ("read-tick-ms", po::value(&o.read_tick_ms)->default_value(o.read_tick_ms),
+     "slow-cancel: the reader's tick (each reads at most rate x tick bytes)")
+    ("warmup-ms", po::value(&o.warmup_ms)->default_value(o.warmup_ms),
+     "slow-cancel: reading before the first trial, so every buffer fills")
+    ("settle-ms", po::value(&o.settle_ms)->default_value(o.settle_ms),
+     "slow-cancel: reading after each trial, so the buffers fill again")
+    ("trial-timeout", po::value(&o.trial_timeout_s)->default_value(o.trial_timeout_s),
+     "slow-cancel: seconds allowed for each answer")
     ("idle-connections", po::value(&o.idle_connections)->default_value(o.idle_connections),
      "idle: connections held open")
     ("handshakes", po::value(&o.handshakes)->default_value(o.handshakes),
@@ -1230,11 +1892,27 @@ int main(int argc, char** argv) {
     std::cout << described;
     return 0;
   }
-  const bool known = o.scenario == "flood" || o.scenario == "cancel" || o.scenario == "idle" ||
-                     o.scenario == "connect";
+  const bool known = o.scenario == "flood" || o.scenario == "cancel" ||
+                     o.scenario == "slow-cancel" || o.scenario == "idle" || o.scenario == "connect";
   if (!known) {
-    std::cerr << "ws-bench: --scenario must be flood, cancel, idle or connect\n";
+    std::cerr << "ws-bench: --scenario must be flood, cancel, slow-cancel, idle or connect\n";
     return 2;
+  }
+  if (o.scenario == "slow-cancel") {
+    // One long round: the warm-up is inside it (--warmup-ms).
+    if (args["rounds"].defaulted()) o.rounds = 1;
+    if (args["warmup"].defaulted()) o.warmup = 0;
+    if (args["timeout"].defaulted()) o.timeout_s = 300;
+    if (args["runs"].defaulted()) o.runs = 50;
+    if (args["steps"].defaulted()) o.steps = 10'000'000;  // the server's maximum: never ends
+    if (args["samples"].defaulted()) o.samples = 10;
+    if (o.read_rate_bytes < 1 || o.read_tick_ms == 0 || o.read_tick_ms > 1000 ||
+        o.trial_timeout_s <= 0 || o.rcvbuf_bytes > INT_MAX / 2) {
+      std::cerr << "ws-bench: --read-rate-bytes and --trial-timeout must be positive, "
+                   "--read-tick-ms 1 to 1000, --rcvbuf-bytes at most "
+                << INT_MAX / 2 << "\n";
+      return 2;
+    }
   }
   if (o.rounds == 0 || o.timeout_s <= 0 || o.threads == 0 || o.connections == 0 || o.runs == 0 ||
       o.samples == 0 || o.idle_connections == 0 || o.handshakes == 0) {
@@ -1261,6 +1939,8 @@ int main(int argc, char** argv) {
     round = [&] { return flood->round(); };
   } else if (o.scenario == "cancel") {
     round = [&] { return cancel_round(o, *to); };
+  } else if (o.scenario == "slow-cancel") {
+    round = [&] { return slow_cancel_round(o, *to); };
   } else if (o.scenario == "idle") {
     idle = std::make_unique<idle_scenario>(o, *to);
     round = [&] { return idle->round(); };
