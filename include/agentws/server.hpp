@@ -31,12 +31,12 @@ struct server_config {
   // Bytes the writer hands to the socket at a time (two such writes may be
   // outstanding). Frames handed over can no longer be overtaken by an answer
   // or dropped by a cancel, so this bounds how far behind an answer can be.
-  std::size_t write_chunk_bytes = 64 * 1024;
+  std::size_t write_chunk_bytes = 32 * 1024;
   // TCP_NOTSENT_LOWAT on every connection: at most about this many bytes wait
   // unsent in the kernel (without capping the window), so what is queued later
   // can still overtake. 0 leaves the kernel's default (unbounded: the send
   // buffer autotunes up to net.ipv4.tcp_wmem's maximum).
-  std::size_t tcp_notsent_lowat = 64 * 1024;
+  std::size_t tcp_notsent_lowat = 32 * 1024;
   // Commands whose answers are not yet sent, per connection: past it the
   // server stops reading commands until the client takes some (answers are
   // sent ahead of run events, so this drains at the client's pace).
