@@ -111,12 +111,15 @@ int main(int argc, char** argv) {
   }
 
   auto logger = spdlog::stderr_color_mt("agentws");
+  // Both formats in UTC, the zone of the events' own timestamps.
+  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
   if (options.json_logs) {
-    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
     formatter->add_flag<json_message_flag>('*').set_pattern(
         R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%*})");
-    logger->set_formatter(std::move(formatter));
+  } else {
+    formatter->set_pattern("[%Y-%m-%dT%H:%M:%S.%fZ] [%^%l%$] %v");
   }
+  logger->set_formatter(std::move(formatter));
   spdlog::set_default_logger(logger);
   spdlog::set_level(options.log_level);
   if (!host.note.empty()) spdlog::info("{}", host.note);
@@ -150,8 +153,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   const bool tls = !config.tls_cert_file.empty();
-  spdlog::info("listening on {} ({} I/O threads)",
-               agentws::server_url(tls ? "wss" : "ws", config.host, server.port(), "/ws"), threads);
+  spdlog::info("listening on {}, console {} ({} I/O threads)",
+               agentws::server_url(tls ? "wss" : "ws", config.host, server.port(), "/ws"),
+               agentws::server_url(tls ? "https" : "http", config.host, server.port(), "/"),
+               threads);
 
   // The signal set lives on a strand of its own: the stop callback must cancel
   // its pending wait, or the first context's run() would never return.
@@ -172,6 +177,6 @@ int main(int argc, char** argv) {
   io.run();
   for (auto& worker : workers)
     worker.join();
-  spdlog::info("stopped");
+  spdlog::info("stopped: {}", agentws::shutdown_summary(server.stats()));
   return 0;
 }
