@@ -304,6 +304,8 @@ TEST_CASE("server URLs put IPv6 addresses in brackets", "[protocol][server_optio
 
 TEST_CASE("the shutdown summary counts what the server did", "[protocol][server_options]") {
   agentws::server_stats s;
+  s.connections_total = 1;
+  CHECK(agentws::shutdown_summary(s).starts_with("served 1 WebSocket connection ("));
   s.connections_total = 3;
   s.connections_refused = 1;
   s.runs_started = 4;
@@ -313,6 +315,10 @@ TEST_CASE("the shutdown summary counts what the server did", "[protocol][server_
   s.frames_sent = 20;
   s.bytes_sent = 2000;
   s.errors_sent = 1;
+  s.frames_sent = 1;
+  CHECK(agentws::shutdown_summary(s).starts_with("served 3 WebSocket connections ("));
+  CHECK(agentws::shutdown_summary(s).find("sent 1 frame, ") != std::string::npos);
+  s.frames_sent = 20;
   CHECK(agentws::shutdown_summary(s) ==
         "served 3 WebSocket connections (1 refused at --max-connections, 0 closed as slow "
         "consumers); runs: 4 started, 1 done, 3 cancelled (1 by clients, 2 at shutdown, 0 on "

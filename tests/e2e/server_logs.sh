@@ -39,7 +39,7 @@ for format in text json; do
     [[ -n $open ]] || { echo "no open line with the peer" >&2; exit 1; }
     read -r conn peer <<<"$open"
     grep -qF "[info] conn $conn: websocket closed ($peer)" "$SERVER_LOG"
-    grep -qE '\[info\] stopped: served 1 WebSocket connections \(0 refused at --max-connections, 0 closed as slow consumers\); runs: 1 started, 1 done, 0 cancelled' \
+    grep -qE '\[info\] stopped: served 1 WebSocket connection \(0 refused at --max-connections, 0 closed as slow consumers\); runs: 1 started, 1 done, 0 cancelled' \
       "$SERVER_LOG"
     stamp=$(head -1 "$SERVER_LOG" | sed -n 's/^\[\([^]]*\)\].*/\1/p')
   else
@@ -49,7 +49,7 @@ for format in text json; do
       "$SERVER_LOG"
     grep -qE '"level":"info","conn":[0-9]+,"msg":"websocket closed \(127\.0\.0\.1:[0-9]+\)"' \
       "$SERVER_LOG"
-    grep -qF '"msg":"stopped: served 1 WebSocket connections' "$SERVER_LOG"
+    grep -qF '"msg":"stopped: served 1 WebSocket connection' "$SERVER_LOG"
     stamp=$(head -1 "$SERVER_LOG" | sed -n 's/^{"ts":"\([^"]*\)".*/\1/p')
   fi
   check_utc "$stamp"
