@@ -300,6 +300,7 @@ TEST_CASE("listen host: addresses as they are, localhost resolved", "[protocol][
 TEST_CASE("server URLs put IPv6 addresses in brackets", "[protocol][server_options]") {
   CHECK(agentws::server_url("ws", "127.0.0.1", 8000, "/ws") == "ws://127.0.0.1:8000/ws");
   CHECK(agentws::server_url("http", "::1", 8000, "/") == "http://[::1]:8000/");
+  CHECK(agentws::host_and_port("::1", 0) == "[::1]:0");
 }
 
 TEST_CASE("the shutdown summary counts what the server did", "[protocol][server_options]") {

@@ -362,17 +362,14 @@ listen_host_result resolve_listen_host(const std::string& host) {
   return result;
 }
 
+std::string host_and_port(const std::string& address, std::uint16_t port) {
+  const bool v6 = address.find(':') != std::string::npos;
+  return (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+}
+
 std::string server_url(std::string_view scheme, const std::string& address, std::uint16_t port,
                        std::string_view path) {
-  std::string url(scheme);
-  url.append("://");
-  if (address.find(':') != std::string::npos) {
-    url.append("[").append(address).append("]");
-  } else {
-    url.append(address);
-  }
-  url.append(":").append(std::to_string(port)).append(path);
-  return url;
+  return std::string(scheme) + "://" + host_and_port(address, port) + std::string(path);
 }
 
 std::string shutdown_summary(const server_stats& s) {

@@ -79,6 +79,9 @@ struct listen_host_result {
 };
 listen_host_result resolve_listen_host(const std::string& host);
 
+// "127.0.0.1:8000", "[::1]:8000": an address and port as URLs and logs write them.
+std::string host_and_port(const std::string& address, std::uint16_t port);
+
 // "ws://127.0.0.1:8000/ws", "http://[::1]:8000/" and the like: the URL a
 // client uses for `address` (IPv6 in brackets).
 std::string server_url(std::string_view scheme, const std::string& address, std::uint16_t port,

@@ -146,7 +146,8 @@ int main(int argc, char** argv) {
   try {
     server.start();
   } catch (const boost::system::system_error& e) {
-    spdlog::critical("cannot listen on {}:{}: {}", config.host, config.port, e.code().message());
+    spdlog::critical("cannot listen on {}: {}", agentws::host_and_port(config.host, config.port),
+                     e.code().message());
     return 1;
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());
