@@ -31,6 +31,7 @@ struct lowest_layer_ops<boost::beast::test::stream> {
   static void shutdown_send(boost::beast::test::stream& stream) { stream.close(); }
   static void expires_after(boost::beast::test::stream&, std::chrono::milliseconds) {}
   static void expires_never(boost::beast::test::stream&) {}
+  static std::string peer_address(boost::beast::test::stream&) { return "in-memory"; }
 };
 
 }  // namespace agentws::detail

@@ -6,14 +6,12 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/program_options.hpp>
 
 #include <malloc.h>
 #include <sys/resource.h>
 
 #include <csignal>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -21,8 +19,7 @@
 
 #include "agentws/events.hpp"
 #include "agentws/server.hpp"
-
-namespace po = boost::program_options;
+#include "apps/server_options.hpp"
 
 namespace {
 
@@ -82,131 +79,50 @@ rlim_t raise_open_file_limit() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  agentws::server_config config;
-  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::string log_level = "info";
-  std::string log_format = "text";
-  std::uint64_t handshake_ms = static_cast<std::uint64_t>(config.handshake_timeout.count());
-  std::uint64_t idle_ms = static_cast<std::uint64_t>(config.idle_timeout.count());
-  std::uint64_t send_ms = static_cast<std::uint64_t>(config.send_timeout.count());
-  std::string token_file;
+  auto command_line = agentws::parse_server_command_line(
+      argc, argv, std::max(1u, std::thread::hardware_concurrency()));
+  std::cout << command_line.output;
+  std::cerr << command_line.errors;
+  if (!command_line.options) return command_line.exit_status;
+  agentws::server_options& options = *command_line.options;
+  agentws::server_config& config = options.config;
+  const unsigned threads = options.threads;
 
-  po::options_description options(
-      "ws-server: agent runs over WebSocket (ws://HOST:PORT/ws)\n\nOptions");
-  // clang-format off
-  options.add_options()
-    ("help,h", "show this help and exit")
-    ("version", "show the version and exit")
-    ("host", po::value(&config.host)->default_value(config.host), "address to listen on")
-    ("port,p", po::value(&config.port)->default_value(config.port), "port to listen on (0: any free port)")
-    ("threads", po::value(&threads)->default_value(threads), "I/O threads")
-    ("steps", po::value(&config.default_params.steps)->default_value(config.default_params.steps),
-     "demo agent: events per run when start_run has no params")
-    ("interval-ms", po::value(&config.default_params.interval_ms)->default_value(config.default_params.interval_ms),
-     "demo agent: milliseconds between events when start_run has no params")
-    ("max-connections", po::value(&config.max_connections)->default_value(config.max_connections),
-     "open WebSocket connections; more are answered 503")
-    ("max-runs", po::value(&config.limits.max_active_runs)->default_value(config.limits.max_active_runs),
-     "active runs per connection")
-    ("max-message-bytes", po::value(&config.limits.max_message_bytes)->default_value(config.limits.max_message_bytes),
-     "largest accepted message; larger ones close with 1009")
-    ("max-run-id-bytes", po::value(&config.limits.max_run_id_bytes)->default_value(config.limits.max_run_id_bytes),
-     "longest accepted run_id")
-    ("max-steps", po::value(&config.limits.max_steps)->default_value(config.limits.max_steps),
-     "largest params.steps accepted")
-    ("max-interval-ms", po::value(&config.limits.max_interval_ms)->default_value(config.limits.max_interval_ms),
-     "largest params.interval_ms accepted")
-    ("outbox-bytes", po::value(&config.outbox_bytes)->default_value(config.outbox_bytes),
-     "events queued per connection before runs wait for the client")
-    ("write-chunk-bytes", po::value(&config.write_chunk_bytes)->default_value(config.write_chunk_bytes),
-     "bytes of events handed to the socket at a time (what a cancel can no longer take back)")
-    ("notsent-lowat-bytes", po::value(&config.tcp_notsent_lowat)->default_value(config.tcp_notsent_lowat),
-     "TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per connection (0: the kernel's default)")
-    ("handshake-timeout-ms", po::value(&handshake_ms)->default_value(handshake_ms),
-     "time allowed for the HTTP request and the WebSocket handshakes")
-    ("idle-timeout-ms", po::value(&idle_ms)->default_value(idle_ms),
-     "a silent client is pinged after half of this and dropped after all of it")
-    ("send-timeout-ms", po::value(&send_ms)->default_value(send_ms),
-     "a client that takes no data for this long is dropped")
-    ("allow-origin", po::value(&config.allowed_origins)->composing(),
-     "a browser origin (scheme://host[:port]) allowed besides the server's own; '*' for any (repeatable)")
-    ("token-file", po::value(&token_file),
-     "require this bearer token (first line of the file) for /ws and /metrics; AGENTWS_TOKEN also sets it")
-    ("allow-unauthenticated", "listen on a non-loopback address without a token")
-    ("tls-cert", po::value(&config.tls_cert_file),
-     "serve wss:// with this PEM certificate chain (leaf first); needs --tls-key")
-    ("tls-key", po::value(&config.tls_key_file), "the PEM private key of --tls-cert")
-    ("log-format", po::value(&log_format)->default_value(log_format),
-     "text (readable) or json (one object per line: ts, level, conn, msg)")
-    ("log-level", po::value(&log_level)->default_value(log_level),
-     "trace, debug, info, warn, error, critical or off");
-  // clang-format on
-
-  po::variables_map args;
-  try {
-    po::store(po::parse_command_line(argc, argv, options), args);
-    po::notify(args);
-  } catch (const po::error& e) {
-    std::cerr << "ws-server: " << e.what() << "\nTry 'ws-server --help'.\n";
+  auto refuse = [](const std::string& message) {
+    std::cerr << "ws-server: " << message << "\n";
     return 2;
-  }
-  if (args.count("help")) {
-    std::cout << options
-              << "\nSIGINT/SIGTERM stop gracefully (runs get run_cancelled, reason "
-                 "\"shutdown\"); a second signal exits at once.\n";
-    return 0;
-  }
-  if (args.count("version")) {
-    std::cout << "ws-server " << config.identity.version << " (protocol "
-              << agentws::protocol_version << ")\n";
-    return 0;
-  }
-  const auto level = spdlog::level::from_str(log_level);
-  if (level == spdlog::level::off && log_level != "off") {
-    std::cerr << "ws-server: unknown --log-level '" << log_level << "'\n";
-    return 2;
-  }
-  if (threads == 0) {
-    std::cerr << "ws-server: --threads must be at least 1\n";
-    return 2;
-  }
-  if (!token_file.empty()) {
-    std::ifstream file(token_file);
-    if (!file || !std::getline(file, config.token) || config.token.empty()) {
-      std::cerr << "ws-server: cannot read a token from --token-file\n";
-      return 2;
-    }
+  };
+  if (!options.token_file.empty()) {
+    auto token = agentws::read_token_file(options.token_file);
+    if (token.token.empty()) return refuse(token.error);
+    config.token = std::move(token.token);
   } else if (const char* env = std::getenv("AGENTWS_TOKEN"); env && *env) {
     config.token = env;
   }
+  const std::string host_as_given = config.host;
+  auto host = agentws::resolve_listen_host(config.host);
+  if (!host.error.empty()) return refuse(host.error);
+  config.host = host.address;
   if (!agentws::is_loopback_address(config.host) && config.token.empty() &&
-      !args.count("allow-unauthenticated")) {
-    std::cerr << "ws-server: --host " << config.host
-              << " is reachable from other machines: set a token (--token-file or AGENTWS_TOKEN)"
-                 " or pass --allow-unauthenticated\n";
-    return 2;
+      !options.allow_unauthenticated) {
+    return refuse("--host " + agentws::printable(host_as_given) +
+                  " is reachable from other machines: set a token (--token-file or "
+                  "AGENTWS_TOKEN) or pass --allow-unauthenticated");
   }
-  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
-    std::cerr << "ws-server: --tls-cert and --tls-key go together\n";
-    return 2;
-  }
-  config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
-  config.idle_timeout = std::chrono::milliseconds(idle_ms);
-  config.send_timeout = std::chrono::milliseconds(send_ms);
 
-  if (log_format != "text" && log_format != "json") {
-    std::cerr << "ws-server: --log-format must be text or json\n";
-    return 2;
-  }
   auto logger = spdlog::stderr_color_mt("agentws");
-  if (log_format == "json") {
-    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  // Both formats in UTC, the zone of the events' own timestamps.
+  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  if (options.json_logs) {
     formatter->add_flag<json_message_flag>('*').set_pattern(
         R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%*})");
-    logger->set_formatter(std::move(formatter));
+  } else {
+    formatter->set_pattern("[%Y-%m-%dT%H:%M:%S.%fZ] [%^%l%$] %v");
   }
+  logger->set_formatter(std::move(formatter));
   spdlog::set_default_logger(logger);
-  spdlog::set_level(level);
+  spdlog::set_level(options.log_level);
+  if (!host.note.empty()) spdlog::info("{}", host.note);
 
   keep_freed_memory_for_reuse();
   const rlim_t open_files = raise_open_file_limit();
@@ -230,15 +146,18 @@ int main(int argc, char** argv) {
   try {
     server.start();
   } catch (const boost::system::system_error& e) {
-    spdlog::critical("cannot listen on {}:{}: {}", config.host, config.port, e.code().message());
+    spdlog::critical("cannot listen on {}: {}", agentws::host_and_port(config.host, config.port),
+                     e.code().message());
     return 1;
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());
     return 1;
   }
   const bool tls = !config.tls_cert_file.empty();
-  spdlog::info("listening on {}://{}:{}/ws ({} I/O threads)", tls ? "wss" : "ws", config.host,
-               server.port(), threads);
+  spdlog::info("listening on {}, console {} ({} I/O threads)",
+               agentws::server_url(tls ? "wss" : "ws", config.host, server.port(), "/ws"),
+               agentws::server_url(tls ? "https" : "http", config.host, server.port(), "/"),
+               threads);
 
   // The signal set lives on a strand of its own: the stop callback must cancel
   // its pending wait, or the first context's run() would never return.
@@ -259,6 +178,6 @@ int main(int argc, char** argv) {
   io.run();
   for (auto& worker : workers)
     worker.join();
-  spdlog::info("stopped");
+  spdlog::info("stopped: {}", agentws::shutdown_summary(server.stats()));
   return 0;
 }

@@ -67,6 +67,16 @@ struct lowest_layer_ops<boost::beast::tcp_stream> {
     stream.expires_after(timeout);
   }
   static void expires_never(boost::beast::tcp_stream& stream) { stream.expires_never(); }
+  // "address:port" of the peer for the logs ("[v6]:port"); "unknown" once closed.
+  static std::string peer_address(boost::beast::tcp_stream& stream) {
+    boost::system::error_code ec;
+    const auto endpoint = stream.socket().remote_endpoint(ec);
+    if (ec) return "unknown";
+    const auto address = endpoint.address();
+    const std::string host =
+        address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
+    return host + ":" + std::to_string(endpoint.port());
+  }
 };
 
 // Whether the transport needs a TLS handshake before HTTP.

@@ -154,7 +154,8 @@ asio::awaitable<void> basic_session<Transport>::serve(
   }
   if (!co_await serve_http()) co_return;
 
-  spdlog::debug("conn {}: websocket open", id_);
+  const std::string peer = lowest::peer_address(beast::get_lowest_layer(ws_));
+  spdlog::info("conn {}: websocket open from {}", id_, peer);
   queue_answer([&](std::string& out) {
     append_connected(out, now(), state_->config.identity, state_->config.limits,
                      state_->config.default_params);
@@ -167,7 +168,7 @@ asio::awaitable<void> basic_session<Transport>::serve(
   cancel_all_runs(std::nullopt);
   outbox_.close();
   send_watchdog_.cancel();  // its wait holds the session alive
-  spdlog::debug("conn {}: websocket closed", id_);
+  spdlog::info("conn {}: websocket closed ({})", id_, peer);
 }
 
 template <class Transport>

@@ -1,0 +1,403 @@
+#include "apps/server_options.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <unordered_map>
+#include <variant>
+
+#include "agentws/events.hpp"
+
+namespace agentws {
+
+namespace po = boost::program_options;
+
+namespace {
+
+// One numeric option: its name, its range (ends may be narrowed by another
+// option, see check_relations), its default and where the value goes.
+struct numeric_option {
+  const char* name;
+  integer_range range;
+  std::uint64_t default_value;
+  std::string help;
+  std::function<void(server_options&, std::uint64_t)> store;
+  const char* bounded_by = nullptr;  // at most this other option's value
+};
+
+// "1..1024": no blank inside, so --help never wraps a range apart.
+std::string range_text(integer_range range) {
+  return std::to_string(range.min) + ".." + std::to_string(range.max);
+}
+
+std::vector<numeric_option> numeric_options(const server_options& defaults) {
+  namespace r = server_ranges;
+  const server_config& c = defaults.config;
+  auto ms = [](std::chrono::milliseconds d) { return static_cast<std::uint64_t>(d.count()); };
+  return {
+      {"port", r::port, c.port, "port to listen on, " + range_text(r::port) + " (0: any free port)",
+       [](server_options& o, std::uint64_t v) { o.config.port = static_cast<std::uint16_t>(v); }},
+      {"threads", r::threads, defaults.threads,
+       "I/O threads, " + range_text(r::threads) + " (default: the number of cores)",
+       [](server_options& o, std::uint64_t v) { o.threads = static_cast<unsigned>(v); }},
+      {"steps",
+       {0, r::max_steps.max},
+       c.default_params.steps,
+       "demo agent: events per run when start_run has no params, 0..--max-steps (a default "
+       "above --max-steps is lowered to it)",
+       [](server_options& o, std::uint64_t v) { o.config.default_params.steps = v; },
+       "max-steps"},
+      {"interval-ms",
+       {0, r::max_interval_ms.max},
+       c.default_params.interval_ms,
+       "demo agent: milliseconds between events when start_run has no params, "
+       "0..--max-interval-ms (a default above it is lowered to it)",
+       [](server_options& o, std::uint64_t v) { o.config.default_params.interval_ms = v; },
+       "max-interval-ms"},
+      {"max-connections", r::max_connections, c.max_connections,
+       "open WebSocket connections, " + range_text(r::max_connections) + "; more are answered 503",
+       [](server_options& o, std::uint64_t v) { o.config.max_connections = v; }},
+      {"max-runs", r::max_runs, c.limits.max_active_runs,
+       "active runs per connection, " + range_text(r::max_runs),
+       [](server_options& o, std::uint64_t v) { o.config.limits.max_active_runs = v; }},
+      {"max-message-bytes", r::max_message_bytes, c.limits.max_message_bytes,
+       "largest accepted message, " + range_text(r::max_message_bytes) +
+           "; larger ones close with 1009",
+       [](server_options& o, std::uint64_t v) { o.config.limits.max_message_bytes = v; }},
+      {"max-run-id-bytes", r::max_run_id_bytes, c.limits.max_run_id_bytes,
+       "longest accepted run_id, " + range_text(r::max_run_id_bytes) +
+           ", at most --max-message-bytes",
+       [](server_options& o, std::uint64_t v) { o.config.limits.max_run_id_bytes = v; },
+       "max-message-bytes"},
+      {"max-steps", r::max_steps, c.limits.max_steps,
+       "largest params.steps accepted, " + range_text(r::max_steps),
+       [](server_options& o, std::uint64_t v) { o.config.limits.max_steps = v; }},
+      {"max-interval-ms", r::max_interval_ms, c.limits.max_interval_ms,
+       "largest params.interval_ms accepted, " + range_text(r::max_interval_ms) + " (a day)",
+       [](server_options& o, std::uint64_t v) { o.config.limits.max_interval_ms = v; }},
+      {"outbox-bytes", r::outbox_bytes, c.outbox_bytes,
+       "bytes of events queued per connection before runs wait for the client, " +
+           range_text(r::outbox_bytes) + " (a frame is never split: the last one may pass it)",
+       [](server_options& o, std::uint64_t v) { o.config.outbox_bytes = v; }},
+      {"write-chunk-bytes", r::write_chunk_bytes, c.write_chunk_bytes,
+       "bytes of events handed to the socket at a time (at most two outstanding; what a "
+       "cancel can no longer take back), " +
+           range_text(r::write_chunk_bytes),
+       [](server_options& o, std::uint64_t v) { o.config.write_chunk_bytes = v; }},
+      {"notsent-lowat-bytes", r::notsent_lowat_bytes, c.tcp_notsent_lowat,
+       "TCP_NOTSENT_LOWAT: bytes the kernel may hold unsent per connection, ahead of any "
+       "answer, " +
+           range_text(r::notsent_lowat_bytes) + " (0: the kernel's default, unbounded)",
+       [](server_options& o, std::uint64_t v) { o.config.tcp_notsent_lowat = v; }},
+      {"handshake-timeout-ms", r::handshake_timeout_ms, ms(c.handshake_timeout),
+       "time allowed for the HTTP request and the WebSocket handshakes, " +
+           range_text(r::handshake_timeout_ms),
+       [](server_options& o, std::uint64_t v) {
+         o.config.handshake_timeout = std::chrono::milliseconds(v);
+       }},
+      {"idle-timeout-ms", r::idle_timeout_ms, ms(c.idle_timeout),
+       "a silent client is pinged after half of this and dropped after all of it, " +
+           range_text(r::idle_timeout_ms) + " (it cannot be switched off)",
+       [](server_options& o, std::uint64_t v) {
+         o.config.idle_timeout = std::chrono::milliseconds(v);
+       }},
+      {"send-timeout-ms", r::send_timeout_ms, ms(c.send_timeout),
+       "a client that takes no data for this long while events wait is dropped, " +
+           range_text(r::send_timeout_ms),
+       [](server_options& o, std::uint64_t v) {
+         o.config.send_timeout = std::chrono::milliseconds(v);
+       }},
+  };
+}
+
+constexpr const char* log_levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+
+po::options_description describe_options(const std::vector<numeric_option>& numbers,
+                                         const server_options& defaults,
+                                         std::vector<std::string>& origins) {
+  po::options_description options(
+      "ws-server: agent runs over WebSocket (ws://HOST:PORT/ws, console at http://HOST:PORT/)\n\n"
+      "Options");
+  auto add = options.add_options();
+  add("help,h", "show this help and exit");
+  add("version", "show the version and exit");
+  add("host", po::value<std::string>()->default_value(defaults.config.host),
+      "address or host name to listen on (a name listens on its first IPv4 address)");
+  for (const numeric_option& option : numbers) {
+    const std::string name =
+        std::string(option.name) + (std::string_view(option.name) == "port" ? ",p" : "");
+    add(name.c_str(), po::value<std::string>()->default_value(std::to_string(option.default_value)),
+        option.help.c_str());
+  }
+  add("allow-origin", po::value(&origins)->composing(),
+      "a browser origin (scheme://host[:port], no path) allowed besides the server's own; '*' "
+      "for any (repeatable)");
+  add("token-file", po::value<std::string>(),
+      "require this bearer token (first line of the file) for /ws and /metrics; AGENTWS_TOKEN "
+      "also sets it");
+  add("allow-unauthenticated", "listen on a non-loopback address without a token");
+  add("tls-cert", po::value<std::string>(),
+      "serve wss:// with this PEM certificate chain (leaf first); needs --tls-key");
+  add("tls-key", po::value<std::string>(), "the PEM private key of --tls-cert");
+  add("log-format", po::value<std::string>()->default_value("text"),
+      "text (readable) or json (one object per line: ts, level, conn, msg); times in UTC");
+  add("log-level", po::value<std::string>()->default_value("info"),
+      "trace, debug, info, warn, error, critical or off");
+  return options;
+}
+
+const char* help_epilogue =
+    "\nEvery number is checked against its range (min..max) before the server starts: a value\n"
+    "given outside it is refused (exit 2), never clamped. Log times are UTC, in text and JSON\n"
+    "logs alike.\n"
+    "SIGINT/SIGTERM stop gracefully (runs get run_cancelled, reason \"shutdown\"); a second\n"
+    "signal exits at once.\n";
+
+}  // namespace
+
+server_command_line parse_server_command_line(int argc, const char* const* argv,
+                                              unsigned hardware_threads) {
+  server_options defaults;
+  defaults.threads = static_cast<unsigned>(std::clamp<std::uint64_t>(
+      hardware_threads, server_ranges::threads.min, server_ranges::threads.max));
+  const std::vector<numeric_option> numbers = numeric_options(defaults);
+  std::vector<std::string> origins;
+  const po::options_description options = describe_options(numbers, defaults, origins);
+
+  server_command_line result;
+  std::vector<std::string> problems;
+  auto refuse = [&] {
+    result.exit_status = 2;
+    for (const std::string& problem : problems)
+      result.errors.append("ws-server: ").append(problem).append("\n");
+    result.errors.append("Try 'ws-server --help'.\n");
+    return result;
+  };
+
+  // "--port=" would get Program_options' own message, which names no range:
+  // read it as "--port" "" so that it meets the option's check.
+  std::vector<std::string> arguments;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    if (argument.starts_with("--") && argument.size() > 3 && argument.back() == '=' &&
+        argument.find('=') == argument.size() - 1) {
+      arguments.emplace_back(argument.substr(0, argument.size() - 1));
+      arguments.emplace_back();
+    } else {
+      arguments.emplace_back(argument);
+    }
+  }
+  po::variables_map args;
+  try {
+    // No positional arguments: "ws-server 8000" is a mistake, not a port.
+    const po::positional_options_description none;
+    po::store(po::command_line_parser(arguments).options(options).positional(none).run(), args);
+    po::notify(args);
+  } catch (const po::error& e) {
+    problems.push_back(printable(e.what()));
+    return refuse();
+  }
+  if (args.count("help")) {
+    std::ostringstream out;
+    out << options << help_epilogue;
+    result.output = out.str();
+    return result;
+  }
+  if (args.count("version")) {
+    result.output = "ws-server " + defaults.config.identity.version + " (protocol " +
+                    std::to_string(protocol_version) + ")\n";
+    return result;
+  }
+
+  server_options chosen = defaults;
+  // Each number against its range. Three ranges end at another option's
+  // value, whatever order the two were given in: those are read second.
+  std::unordered_map<std::string, std::uint64_t> values;
+  auto read_number = [&](const numeric_option& option) {
+    const po::variable_value& given = args[option.name];
+    const std::string& text = given.as<std::string>();
+    integer_range range = option.range;
+    std::string suffix;
+    if (option.bounded_by) {
+      const auto bound = values.find(option.bounded_by);
+      if (bound != values.end() && bound->second < range.max) {
+        range.max = bound->second;
+        suffix = std::string(" (at most --") + option.bounded_by + ")";
+      }
+    }
+    auto parsed = parse_integer_option(option.name, text, range);
+    if (const auto* value = std::get_if<std::uint64_t>(&parsed)) {
+      values[option.name] = *value;
+    } else if (given.defaulted()) {
+      values[option.name] = range.max;  // a default above the bound set by the other option
+    } else {
+      problems.push_back(std::get<std::string>(parsed) + suffix);
+    }
+  };
+  for (const numeric_option& option : numbers) {
+    if (!option.bounded_by) read_number(option);
+  }
+  for (const numeric_option& option : numbers) {
+    if (option.bounded_by) read_number(option);
+  }
+  for (const numeric_option& option : numbers) {
+    if (const auto value = values.find(option.name); value != values.end()) {
+      option.store(chosen, value->second);
+    }
+  }
+
+  chosen.config.host = args["host"].as<std::string>();
+  if (chosen.config.host.empty()) problems.push_back("--host: '' is not an address or a name");
+
+  for (const std::string& origin : origins) {
+    if (origin == "*") continue;
+    if (auto message = origin_option_error("allow-origin", origin)) problems.push_back(*message);
+  }
+  chosen.config.allowed_origins = origins;
+
+  if (args.count("token-file")) {
+    chosen.token_file = args["token-file"].as<std::string>();
+    if (chosen.token_file.empty()) problems.push_back("--token-file: the path is empty");
+  }
+  chosen.allow_unauthenticated = args.count("allow-unauthenticated") != 0;
+  if (args.count("tls-cert")) chosen.config.tls_cert_file = args["tls-cert"].as<std::string>();
+  if (args.count("tls-key")) chosen.config.tls_key_file = args["tls-key"].as<std::string>();
+  if (args.count("tls-cert") != args.count("tls-key")) {
+    problems.push_back("--tls-cert and --tls-key go together");
+  } else if (args.count("tls-cert") &&
+             (chosen.config.tls_cert_file.empty() || chosen.config.tls_key_file.empty())) {
+    problems.push_back("--tls-cert and --tls-key need file names");
+  }
+
+  const std::string log_format = args["log-format"].as<std::string>();
+  if (log_format != "text" && log_format != "json") {
+    problems.push_back("--log-format: '" + printable(log_format) + "' is not text or json");
+  }
+  chosen.json_logs = log_format == "json";
+  const std::string log_level = args["log-level"].as<std::string>();
+  const bool known_level =
+      std::find(std::begin(log_levels), std::end(log_levels), log_level) != std::end(log_levels);
+  if (!known_level) {
+    problems.push_back("--log-level: '" + printable(log_level) +
+                       "' is not trace, debug, info, warn, error, critical or off");
+  }
+  chosen.log_level = known_level ? spdlog::level::from_str(log_level) : spdlog::level::info;
+
+  if (!problems.empty()) return refuse();
+  result.options = std::move(chosen);
+  return result;
+}
+
+token_file_result read_token_file(const std::string& path) {
+  auto failure = [&](const std::string& why) {
+    return token_file_result{{}, "--token-file " + printable(path) + ": " + why};
+  };
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (status.type() == std::filesystem::file_type::not_found) return failure("no such file");
+  if (ec) return failure(ec.message());
+  if (status.type() == std::filesystem::file_type::directory) {
+    return failure("is a directory, not a file");
+  }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
+  if (!file) return failure(std::string("cannot be read: ") + std::strerror(errno));
+  // A token is short; read a bounded prefix, so /dev/zero cannot hang us.
+  constexpr std::size_t limit = 4096;
+  std::string head(limit + 1, '\0');
+  head.resize(std::fread(head.data(), 1, head.size(), file.get()));
+  if (std::ferror(file.get()))
+    return failure(std::string("cannot be read: ") + std::strerror(errno));
+  if (head.empty()) return failure("the file is empty: its first line must hold the token");
+  std::string line = head.substr(0, head.find('\n'));
+  if (line.size() > limit) return failure("the first line is longer than 4096 bytes");
+  // HTTP drops blanks around a header value, so a token with them never matches.
+  const auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
+  while (!line.empty() && blank(line.back()))
+    line.pop_back();
+  line.erase(0, std::find_if_not(line.begin(), line.end(), blank) - line.begin());
+  if (line.empty()) return failure("the first line is empty: it must hold the token");
+  const bool control = std::any_of(line.begin(), line.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  if (control) return failure("the token holds control characters (is it a text file?)");
+  return {line, {}};
+}
+
+listen_host_result resolve_listen_host(const std::string& host) {
+  namespace asio = boost::asio;
+  boost::system::error_code ec;
+  const asio::ip::address literal = asio::ip::make_address(host, ec);
+  if (!ec) return {literal.to_string(), {}, {}};
+
+  asio::io_context io;
+  asio::ip::tcp::resolver resolver(io);
+  const auto results = resolver.resolve(host, "", ec);
+  if (ec || results.empty()) {
+    std::string why = "--host " + printable(host) + ": cannot resolve this name: " +
+                      (ec ? ec.message() : std::string("it has no address"));
+    if (host.find_first_of(":/") != std::string::npos) {
+      why += "; give a bare address or name, the port goes in --port";
+    }
+    return {{}, {}, why};
+  }
+  std::vector<asio::ip::address> addresses;
+  for (const auto& entry : results) {
+    const auto address = entry.endpoint().address();
+    if (std::find(addresses.begin(), addresses.end(), address) == addresses.end()) {
+      addresses.push_back(address);
+    }
+  }
+  const auto chosen = std::find_if(addresses.begin(), addresses.end(),
+                                   [](const asio::ip::address& a) { return a.is_v4(); });
+  const asio::ip::address address = chosen == addresses.end() ? addresses.front() : *chosen;
+  listen_host_result result{address.to_string(), {}, {}};
+  result.note = "--host " + printable(host) + " is " + result.address;
+  if (addresses.size() > 1) {
+    result.note += "; not listening on its other addresses:";
+    for (const auto& other : addresses) {
+      if (other != address) result.note += " " + other.to_string();
+    }
+  }
+  return result;
+}
+
+std::string host_and_port(const std::string& address, std::uint16_t port) {
+  const bool v6 = address.find(':') != std::string::npos;
+  return (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+}
+
+std::string server_url(std::string_view scheme, const std::string& address, std::uint16_t port,
+                       std::string_view path) {
+  return std::string(scheme) + "://" + host_and_port(address, port) + std::string(path);
+}
+
+std::string shutdown_summary(const server_stats& s) {
+  auto count = [](std::uint64_t n, std::string_view one, std::string_view many) {
+    return std::to_string(n) + " " + std::string(n == 1 ? one : many);
+  };
+  const std::uint64_t cancelled =
+      s.runs_cancelled_client + s.runs_cancelled_shutdown + s.runs_cancelled_disconnect;
+  std::ostringstream out;
+  out << "served " << count(s.connections_total, "WebSocket connection", "WebSocket connections")
+      << " (" << s.connections_refused << " refused at --max-connections, "
+      << s.slow_consumer_closes << " closed as slow consumers); runs: " << s.runs_started
+      << " started, " << s.runs_done << " done, " << cancelled << " cancelled ("
+      << s.runs_cancelled_client << " by clients, " << s.runs_cancelled_shutdown << " at shutdown, "
+      << s.runs_cancelled_disconnect << " on disconnect); sent "
+      << count(s.frames_sent, "frame", "frames") << ", " << count(s.bytes_sent, "byte", "bytes")
+      << "; error events: " << s.errors_sent;
+  return out.str();
+}
+
+}  // namespace agentws

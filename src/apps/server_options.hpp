@@ -1,0 +1,96 @@
+// ws-server's command line: the option table, the range of every number, and
+// the checks between options, all made before anything starts. Parsing is
+// pure (no files, no network, no environment); reading the token file and
+// resolving --host are separate steps, each with its own message.
+#pragma once
+
+#include <spdlog/common.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agentws/cli_options.hpp"
+#include "agentws/server.hpp"
+
+namespace agentws {
+
+// What ws-server runs with once its command line is accepted.
+struct server_options {
+  server_config config;
+  unsigned threads = 1;
+  spdlog::level::level_enum log_level = spdlog::level::info;
+  bool json_logs = false;
+  std::string token_file;  // empty: none given
+  bool allow_unauthenticated = false;
+};
+
+// The outcome of reading the command line: options to run with, or an exit
+// status with the text for stdout (--help, --version) or for stderr (every
+// problem found, one line each, ready to print).
+struct server_command_line {
+  std::optional<server_options> options;
+  int exit_status = 0;
+  std::string output;
+  std::string errors;
+};
+
+// The ranges ws-server accepts, both ends included; the README and --help
+// state the same numbers.
+namespace server_ranges {
+inline constexpr integer_range port{0, 65535};
+inline constexpr integer_range threads{1, 1024};
+inline constexpr integer_range max_connections{1, 1'048'576};
+inline constexpr integer_range max_runs{1, 65'536};
+inline constexpr integer_range max_message_bytes{4096, 64 * 1024 * 1024};
+inline constexpr integer_range max_run_id_bytes{1, 65'536};
+// 2^53 - 1: the largest step number every JSON peer (JavaScript's too) reads exactly.
+inline constexpr integer_range max_steps{1, 9'007'199'254'740'991};
+inline constexpr integer_range max_interval_ms{0, 86'400'000};
+inline constexpr integer_range outbox_bytes{4096, 64 * 1024 * 1024};
+inline constexpr integer_range write_chunk_bytes{1024, 16 * 1024 * 1024};
+// 0: the kernel's default (no low-water mark).
+inline constexpr integer_range notsent_lowat_bytes{0, 64 * 1024 * 1024};
+inline constexpr integer_range handshake_timeout_ms{100, 600'000};
+inline constexpr integer_range idle_timeout_ms{1000, 86'400'000};
+inline constexpr integer_range send_timeout_ms{1000, 86'400'000};
+}  // namespace server_ranges
+
+// Reads ws-server's arguments (argv[0] is skipped). `hardware_threads` is the
+// default for --threads (clamped into its range). Exit status 0 for --help
+// and --version, 2 for any bad option or value.
+server_command_line parse_server_command_line(int argc, const char* const* argv,
+                                              unsigned hardware_threads);
+
+// The bearer token: the first line of `path` without surrounding blanks.
+// `error` says which file and why not (missing, a directory, unreadable,
+// empty) when `token` is empty.
+struct token_file_result {
+  std::string token;
+  std::string error;
+};
+token_file_result read_token_file(const std::string& path);
+
+// `host` as an address to bind: an IP address as it is, a name resolved
+// (its first IPv4 address, else its first address). `note` mentions the
+// addresses left out; `error` says why the name does not resolve.
+struct listen_host_result {
+  std::string address;
+  std::string note;
+  std::string error;
+};
+listen_host_result resolve_listen_host(const std::string& host);
+
+// "127.0.0.1:8000", "[::1]:8000": an address and port as URLs and logs write them.
+std::string host_and_port(const std::string& address, std::uint16_t port);
+
+// "ws://127.0.0.1:8000/ws", "http://[::1]:8000/" and the like: the URL a
+// client uses for `address` (IPv6 in brackets).
+std::string server_url(std::string_view scheme, const std::string& address, std::uint16_t port,
+                       std::string_view path);
+
+// One log line with what the server did over its life, for the stop.
+std::string shutdown_summary(const server_stats& stats);
+
+}  // namespace agentws

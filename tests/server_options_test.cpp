@@ -1,0 +1,327 @@
+// ws-server's command line, read without starting anything: ranges, the
+// options that bound others, and the messages a user sees.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "apps/server_options.hpp"
+
+using agentws::parse_server_command_line;
+using agentws::server_command_line;
+
+namespace {
+
+server_command_line parse(std::initializer_list<const char*> args, unsigned cores = 4) {
+  std::vector<const char*> argv{"ws-server"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return parse_server_command_line(static_cast<int>(argv.size()), argv.data(), cores);
+}
+
+agentws::server_options accepted(const server_command_line& line) {
+  INFO(line.errors);
+  REQUIRE(line.options);
+  return *line.options;
+}
+
+std::string refused(const server_command_line& line) {
+  REQUIRE_FALSE(line.options);
+  CHECK(line.exit_status == 2);
+  CHECK(line.output.empty());
+  return line.errors;
+}
+
+// A file in a fresh temporary directory, removed with it.
+struct temp_dir {
+  temp_dir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "agentws-opt-XXXXXX").string();
+    REQUIRE(mkdtemp(pattern.data()) != nullptr);
+    path = pattern;
+  }
+  ~temp_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  std::string file(const std::string& name, const std::string& content) const {
+    const std::string at = (path / name).string();
+    std::ofstream(at, std::ios::binary) << content;
+    return at;
+  }
+  std::filesystem::path path;
+};
+
+}  // namespace
+
+TEST_CASE("ws-server options: the defaults", "[protocol][server_options]") {
+  const auto o = accepted(parse({}));
+  const agentws::server_config defaults;
+  CHECK(o.config.host == "127.0.0.1");
+  CHECK(o.config.port == 8000);
+  CHECK(o.threads == 4);
+  CHECK(o.config.default_params.steps == 5);
+  CHECK(o.config.default_params.interval_ms == 1000);
+  CHECK(o.config.limits.max_steps == defaults.limits.max_steps);
+  CHECK(o.config.limits.max_message_bytes == defaults.limits.max_message_bytes);
+  CHECK(o.config.outbox_bytes == defaults.outbox_bytes);
+  CHECK(o.config.idle_timeout == defaults.idle_timeout);
+  CHECK(o.log_level == spdlog::level::info);
+  CHECK_FALSE(o.json_logs);
+}
+
+TEST_CASE("ws-server options: the thread default stays inside its range",
+          "[protocol][server_options]") {
+  CHECK(accepted(parse({}, 0)).threads == 1);
+  CHECK(accepted(parse({}, 4096)).threads == 1024);
+}
+
+TEST_CASE("ws-server options: every value is stored", "[protocol][server_options]") {
+  const auto o = accepted(parse({"--host",
+                                 "::1",
+                                 "--port",
+                                 "0",
+                                 "--threads",
+                                 "3",
+                                 "--steps",
+                                 "7",
+                                 "--interval-ms",
+                                 "0",
+                                 "--max-connections",
+                                 "9",
+                                 "--max-runs",
+                                 "2",
+                                 "--max-message-bytes",
+                                 "4096",
+                                 "--max-run-id-bytes",
+                                 "4096",
+                                 "--max-steps",
+                                 "7",
+                                 "--max-interval-ms",
+                                 "0",
+                                 "--outbox-bytes",
+                                 "4096",
+                                 "--handshake-timeout-ms",
+                                 "100",
+                                 "--idle-timeout-ms",
+                                 "1000",
+                                 "--send-timeout-ms",
+                                 "86400000",
+                                 "--allow-origin",
+                                 "*",
+                                 "--allow-origin",
+                                 "https://a.example",
+                                 "--log-level",
+                                 "debug",
+                                 "--log-format",
+                                 "json"}));
+  CHECK(o.config.host == "::1");
+  CHECK(o.config.port == 0);
+  CHECK(o.threads == 3);
+  CHECK(o.config.default_params.steps == 7);
+  CHECK(o.config.default_params.interval_ms == 0);
+  CHECK(o.config.max_connections == 9);
+  CHECK(o.config.limits.max_active_runs == 2);
+  CHECK(o.config.limits.max_message_bytes == 4096);
+  CHECK(o.config.limits.max_run_id_bytes == 4096);
+  CHECK(o.config.limits.max_steps == 7);
+  CHECK(o.config.limits.max_interval_ms == 0);
+  CHECK(o.config.outbox_bytes == 4096);
+  CHECK(o.config.handshake_timeout.count() == 100);
+  CHECK(o.config.idle_timeout.count() == 1000);
+  CHECK(o.config.send_timeout.count() == 86'400'000);
+  CHECK(o.config.allowed_origins == std::vector<std::string>{"*", "https://a.example"});
+  CHECK(o.log_level == spdlog::level::debug);
+  CHECK(o.json_logs);
+}
+
+TEST_CASE("ws-server options: negative numbers no longer wrap", "[protocol][server_options]") {
+  CHECK(refused(parse({"--threads", "-3"})) ==
+        "ws-server: --threads: '-3' is not an integer from 1 to 1024\n"
+        "Try 'ws-server --help'.\n");
+  CHECK(refused(parse({"--port", "-1"}))
+            .starts_with("ws-server: --port: '-1' is not an integer from 0 to 65535\n"));
+  CHECK(refused(parse({"-p", "-1"})).starts_with("ws-server: --port: '-1' is not"));
+  CHECK(refused(parse({"--steps=-1"}))
+            .starts_with("ws-server: --steps: '-1' is not an integer from 0 to 10000000 (at most "
+                         "--max-steps)\n"));
+}
+
+TEST_CASE("ws-server options: every problem is reported, one line each",
+          "[protocol][server_options]") {
+  CHECK(refused(parse({"--outbox-bytes", "0", "--idle-timeout-ms", "0", "--max-runs", "0"})) ==
+        "ws-server: --max-runs: '0' is not an integer from 1 to 65536\n"
+        "ws-server: --outbox-bytes: '0' is not an integer from 4096 to 67108864\n"
+        "ws-server: --idle-timeout-ms: '0' is not an integer from 1000 to 86400000\n"
+        "Try 'ws-server --help'.\n");
+}
+
+TEST_CASE("ws-server options: an empty value meets the option's own check",
+          "[protocol][server_options]") {
+  CHECK(refused(parse({"--port="}))
+            .starts_with("ws-server: --port: '' is not an integer from 0 to 65535\n"));
+  CHECK(refused(parse({"--port", ""}))
+            .starts_with("ws-server: --port: '' is not an integer from 0 to 65535\n"));
+}
+
+TEST_CASE("ws-server options: --steps and --interval-ms stay within their maximums, in any order",
+          "[protocol][server_options]") {
+  const std::string steps_message =
+      "ws-server: --steps: '7' is not an integer from 0 to 3 (at most --max-steps)\n";
+  CHECK(refused(parse({"--steps", "7", "--max-steps", "3"})).starts_with(steps_message));
+  CHECK(refused(parse({"--max-steps", "3", "--steps", "7"})).starts_with(steps_message));
+  CHECK(refused(parse({"--max-interval-ms", "10", "--interval-ms", "11"}))
+            .starts_with("ws-server: --interval-ms: '11' is not an integer from 0 to 10 "
+                         "(at most --max-interval-ms)\n"));
+  CHECK(refused(parse({"--max-run-id-bytes", "5000", "--max-message-bytes", "4096"}))
+            .starts_with("ws-server: --max-run-id-bytes: '5000' is not an integer from 1 to "
+                         "4096 (at most --max-message-bytes)\n"));
+  // At the maximum is fine.
+  const auto at_max = accepted(parse({"--steps", "3", "--max-steps", "3"}));
+  CHECK(at_max.config.default_params.steps == 3);
+}
+
+TEST_CASE("ws-server options: a default above a given maximum is lowered to it",
+          "[protocol][server_options]") {
+  const auto o = accepted(parse({"--max-steps", "3", "--max-interval-ms", "0"}));
+  CHECK(o.config.default_params.steps == 3);
+  CHECK(o.config.default_params.interval_ms == 0);
+  CHECK(o.config.limits.max_steps == 3);
+}
+
+TEST_CASE("ws-server options: a bad maximum is reported once, its dependant checked alone",
+          "[protocol][server_options]") {
+  CHECK(refused(parse({"--max-steps", "0", "--steps", "-1"})) ==
+        "ws-server: --max-steps: '0' is not an integer from 1 to 9007199254740991\n"
+        "ws-server: --steps: '-1' is not an integer from 0 to 9007199254740991\n"
+        "Try 'ws-server --help'.\n");
+}
+
+TEST_CASE("ws-server options: origins, log settings, TLS pairs and stray words",
+          "[protocol][server_options]") {
+  CHECK(refused(parse({"--allow-origin", "https://app.example.com/"}))
+            .starts_with("ws-server: --allow-origin: 'https://app.example.com/' is not an origin "
+                         "(scheme://host[:port]): no trailing '/', browsers send none\n"));
+  CHECK(refused(parse({"--allow-origin", "app.example.com"})).find("the scheme is missing") !=
+        std::string::npos);
+  CHECK(refused(parse({"--log-level", "loud"})) ==
+        "ws-server: --log-level: 'loud' is not trace, debug, info, warn, error, critical or "
+        "off\nTry 'ws-server --help'.\n");
+  CHECK(refused(parse({"--log-format", "xml"}))
+            .starts_with("ws-server: --log-format: 'xml' is not text or json\n"));
+  CHECK(refused(parse({"--tls-cert", "a.pem"}))
+            .starts_with("ws-server: --tls-cert and --tls-key go together\n"));
+  CHECK(refused(parse({"--token-file", ""}))
+            .starts_with("ws-server: --token-file: the path is empty\n"));
+  CHECK(refused(parse({"--host", ""}))
+            .starts_with("ws-server: --host: '' is not an address or a name\n"));
+  CHECK(refused(parse({"8000"})).find("positional") != std::string::npos);
+  CHECK(refused(parse({"--no-such-option"})).find("--no-such-option") != std::string::npos);
+}
+
+TEST_CASE("ws-server options: --help shows every range, --version the version",
+          "[protocol][server_options]") {
+  const auto help = parse({"--help"});
+  CHECK_FALSE(help.options);
+  CHECK(help.exit_status == 0);
+  CHECK(help.errors.empty());
+  // The text as one line: --help wraps descriptions at blanks.
+  std::string text_of_help;
+  for (char c : help.output) {
+    const bool blank = c == ' ' || c == '\n';
+    if (!blank || (!text_of_help.empty() && text_of_help.back() != ' ')) {
+      text_of_help.push_back(blank ? ' ' : c);
+    }
+  }
+  for (const char* text :
+       {"--threads arg (=4)", "1..1024", "0..65535", "0..--max-steps", "0..--max-interval-ms",
+        "1..1048576", "1..65536", "4096..67108864", "1..9007199254740991", "0..86400000",
+        "100..600000", "1000..86400000", "(it cannot be switched off)", "Log times are UTC",
+        "--max-run-id-bytes"}) {
+    INFO(text);
+    CHECK(text_of_help.find(text) != std::string::npos);
+  }
+  const auto version = parse({"--version"});
+  CHECK(version.output.starts_with("ws-server 0.1.0 (protocol 1)"));
+}
+
+TEST_CASE("token file: the token, without surrounding blanks", "[protocol][server_options]") {
+  temp_dir dir;
+  CHECK(agentws::read_token_file(dir.file("t", "s3cret\nsecond line\n")).token == "s3cret");
+  CHECK(agentws::read_token_file(dir.file("crlf", "  s3cret \r\n")).token == "s3cret");
+  CHECK(agentws::read_token_file(dir.file("no-newline", "s3cret")).token == "s3cret");
+}
+
+TEST_CASE("token file: each failure names the path and the reason", "[protocol][server_options]") {
+  temp_dir dir;
+  auto error = [](const std::string& path) {
+    auto result = agentws::read_token_file(path);
+    CHECK(result.token.empty());
+    return result.error;
+  };
+  const std::string missing = (dir.path / "missing").string();
+  CHECK(error(missing) == "--token-file " + missing + ": no such file");
+  CHECK(error(dir.path.string()) ==
+        "--token-file " + dir.path.string() + ": is a directory, not a file");
+  const std::string empty = dir.file("empty", "");
+  CHECK(error(empty) ==
+        "--token-file " + empty + ": the file is empty: its first line must hold the token");
+  const std::string blank = dir.file("blank", " \r\ntoken on line two\n");
+  CHECK(error(blank) ==
+        "--token-file " + blank + ": the first line is empty: it must hold the token");
+  const std::string binary = dir.file("binary", std::string("ab\0cd", 5));
+  CHECK(error(binary) ==
+        "--token-file " + binary + ": the token holds control characters (is it a text file?)");
+  const std::string long_line = dir.file("long", std::string(5000, 'x'));
+  CHECK(error(long_line) ==
+        "--token-file " + long_line + ": the first line is longer than 4096 bytes");
+  const std::string locked = dir.file("locked", "s3cret\n");
+  ::chmod(locked.c_str(), 0);
+  if (::geteuid() != 0) {  // root reads it anyway
+    CHECK(error(locked) == "--token-file " + locked + ": cannot be read: Permission denied");
+  }
+}
+
+// Names that need DNS (nosuchhost.invalid) are tried by tests/e2e/server_options.sh.
+TEST_CASE("listen host: addresses as they are, localhost resolved", "[protocol][server_options]") {
+  CHECK(agentws::resolve_listen_host("127.0.0.1").address == "127.0.0.1");
+  CHECK(agentws::resolve_listen_host("::1").address == "::1");
+  CHECK(agentws::resolve_listen_host("0.0.0.0").note.empty());
+  const auto localhost = agentws::resolve_listen_host("localhost");
+  CHECK(localhost.error.empty());
+  CHECK((localhost.address == "127.0.0.1" || localhost.address == "::1"));
+  CHECK(localhost.note.starts_with("--host localhost is "));
+}
+
+TEST_CASE("server URLs put IPv6 addresses in brackets", "[protocol][server_options]") {
+  CHECK(agentws::server_url("ws", "127.0.0.1", 8000, "/ws") == "ws://127.0.0.1:8000/ws");
+  CHECK(agentws::server_url("http", "::1", 8000, "/") == "http://[::1]:8000/");
+  CHECK(agentws::host_and_port("::1", 0) == "[::1]:0");
+}
+
+TEST_CASE("the shutdown summary counts what the server did", "[protocol][server_options]") {
+  agentws::server_stats s;
+  s.connections_total = 1;
+  CHECK(agentws::shutdown_summary(s).starts_with("served 1 WebSocket connection ("));
+  s.connections_total = 3;
+  s.connections_refused = 1;
+  s.runs_started = 4;
+  s.runs_done = 1;
+  s.runs_cancelled_client = 1;
+  s.runs_cancelled_shutdown = 2;
+  s.frames_sent = 20;
+  s.bytes_sent = 2000;
+  s.errors_sent = 1;
+  s.frames_sent = 1;
+  CHECK(agentws::shutdown_summary(s).starts_with("served 3 WebSocket connections ("));
+  CHECK(agentws::shutdown_summary(s).find("sent 1 frame, ") != std::string::npos);
+  s.frames_sent = 20;
+  CHECK(agentws::shutdown_summary(s) ==
+        "served 3 WebSocket connections (1 refused at --max-connections, 0 closed as slow "
+        "consumers); runs: 4 started, 1 done, 3 cancelled (1 by clients, 2 at shutdown, 0 on "
+        "disconnect); sent 20 frames, 2000 bytes; error events: 1");
+}
