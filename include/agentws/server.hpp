@@ -26,6 +26,20 @@ struct server_config {
   std::shared_ptr<agent> agent_logic;  // null: the demo agent
 
   std::size_t max_connections = 10'000;  // WebSocket sessions; past it: 503
+  // Every accepted socket, before and after the upgrade (the way nginx counts
+  // worker_connections). 0: max_connections + 1,024, room for handshakes and
+  // HTTP requests while the WebSockets are all taken. When full, the oldest
+  // socket not yet upgraded is closed for the new one; when every socket is a
+  // WebSocket, the new one is closed at once. ws-server keeps it below the
+  // open-file limit.
+  std::size_t max_sockets = 0;
+  // Sockets from one client address; past it, new ones from that address are
+  // closed at once. 0: no cap (behind a reverse proxy or a NAT many users
+  // share one address).
+  std::size_t max_connections_per_address = 0;
+  // HTTP requests on one keep-alive connection before it is closed (the last
+  // answer says "Connection: close").
+  std::size_t max_requests_per_connection = 100;
   // Bytes of events queued per connection before runs wait (backpressure).
   std::size_t outbox_bytes = 256 * 1024;
   // Bytes the writer hands to the socket at a time (two such writes may be
@@ -41,7 +55,9 @@ struct server_config {
   // server stops reading commands until the client takes some (answers are
   // sent ahead of run events, so this drains at the client's pace).
   std::size_t max_pending_answers = 64;
-  // HTTP request and WebSocket opening/closing handshakes must finish in this.
+  // Everything before the upgrade (TLS, every HTTP request of a keep-alive
+  // connection, the WebSocket handshake) must finish this long after the
+  // accept: one deadline, not one per request. Also the closing handshake's.
   std::chrono::milliseconds handshake_timeout{10'000};
   // A silent peer is pinged after half of this and dropped after all of it.
   std::chrono::milliseconds idle_timeout{60'000};
@@ -84,9 +100,17 @@ struct server_stats {
   std::uint64_t bytes_sent = 0;
   std::uint64_t errors_sent = 0;
   std::uint64_t slow_consumer_closes = 0;
-  std::uint64_t outbox_waits = 0;         // a run found its connection's outbox full
-  std::uint64_t command_read_pauses = 0;  // a reader waited for answers to be sent
+  std::uint64_t outbox_waits = 0;             // a run found its connection's outbox full
+  std::uint64_t command_read_pauses = 0;      // a reader waited for answers to be sent
+  std::uint64_t sockets_open = 0;             // accepted sockets, upgraded or not
+  std::uint64_t sockets_evicted = 0;          // pre-upgrade sockets closed to make room
+  std::uint64_t sockets_refused_full = 0;     // closed at accept: every slot a WebSocket
+  std::uint64_t sockets_refused_address = 0;  // closed at accept: per-address cap
+  std::uint64_t accept_fd_exhausted = 0;      // accept failed for want of descriptors
 };
+
+// The socket limit in force: server_config::max_sockets, or its default.
+std::size_t effective_max_sockets(const server_config& config);
 
 class server {
  public:

@@ -67,6 +67,19 @@ std::vector<numeric_option> numeric_options(const server_options& defaults) {
       {"max-connections", r::max_connections, c.max_connections,
        "open WebSocket connections, " + range_text(r::max_connections) + "; more are answered 503",
        [](server_options& o, std::uint64_t v) { o.config.max_connections = v; }},
+      {"max-sockets", r::max_sockets, c.max_sockets,
+       "accepted sockets, before and after the upgrade, " + range_text(r::max_sockets) +
+           " (0: --max-connections + 1024; kept below the open-file limit); when full, the "
+           "oldest not yet upgraded is closed for the new one",
+       [](server_options& o, std::uint64_t v) { o.config.max_sockets = v; }},
+      {"max-connections-per-address", r::max_connections_per_address, c.max_connections_per_address,
+       "sockets from one client address, " + range_text(r::max_connections_per_address) +
+           " (0: no cap; behind a proxy or NAT many users share one address)",
+       [](server_options& o, std::uint64_t v) { o.config.max_connections_per_address = v; }},
+      {"max-requests-per-connection", r::max_requests_per_connection, c.max_requests_per_connection,
+       "HTTP requests on one keep-alive connection before it is closed, " +
+           range_text(r::max_requests_per_connection),
+       [](server_options& o, std::uint64_t v) { o.config.max_requests_per_connection = v; }},
       {"max-runs", r::max_runs, c.limits.max_active_runs,
        "active runs per connection, " + range_text(r::max_runs),
        [](server_options& o, std::uint64_t v) { o.config.limits.max_active_runs = v; }},
@@ -100,7 +113,8 @@ std::vector<numeric_option> numeric_options(const server_options& defaults) {
            range_text(r::notsent_lowat_bytes) + " (0: the kernel's default, unbounded)",
        [](server_options& o, std::uint64_t v) { o.config.tcp_notsent_lowat = v; }},
       {"handshake-timeout-ms", r::handshake_timeout_ms, ms(c.handshake_timeout),
-       "time allowed for the HTTP request and the WebSocket handshakes, " +
+       "time from the accept to the upgrade (TLS, every HTTP request of a keep-alive "
+       "connection, the WebSocket handshake: one deadline), and for the closing handshake, " +
            range_text(r::handshake_timeout_ms),
        [](server_options& o, std::uint64_t v) {
          o.config.handshake_timeout = std::chrono::milliseconds(v);

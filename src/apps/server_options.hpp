@@ -42,6 +42,11 @@ namespace server_ranges {
 inline constexpr integer_range port{0, 65535};
 inline constexpr integer_range threads{1, 1024};
 inline constexpr integer_range max_connections{1, 1'048'576};
+// 0: --max-connections + 1,024.
+inline constexpr integer_range max_sockets{0, 2'097'152};
+// 0: no cap.
+inline constexpr integer_range max_connections_per_address{0, 1'048'576};
+inline constexpr integer_range max_requests_per_connection{1, 1'000'000};
 inline constexpr integer_range max_runs{1, 65'536};
 inline constexpr integer_range max_message_bytes{4096, 64 * 1024 * 1024};
 inline constexpr integer_range max_run_id_bytes{1, 65'536};

@@ -126,11 +126,18 @@ int main(int argc, char** argv) {
 
   keep_freed_memory_for_reuse();
   const rlim_t open_files = raise_open_file_limit();
-  if (open_files != 0 && open_files < config.max_connections + 64) {
-    spdlog::warn(
-        "the open-file limit ({}) is below --max-connections ({}): connections past it "
-        "fail at accept",
-        open_files, config.max_connections);
+  // Every socket counts against --max-sockets; keep it below the open-file
+  // limit, with room for the listener, the reserve descriptor, logs and
+  // the event loop's own descriptors.
+  constexpr rlim_t descriptor_headroom = 64;
+  const std::size_t wanted_sockets = agentws::effective_max_sockets(config);
+  if (open_files != 0 && open_files < wanted_sockets + descriptor_headroom) {
+    const std::size_t fit =
+        open_files > descriptor_headroom + 1 ? open_files - descriptor_headroom : 1;
+    spdlog::warn("the open-file limit ({}) leaves room for {} sockets, not {}: --max-sockets is {}",
+                 open_files, fit, wanted_sockets, fit);
+    config.max_sockets = fit;
+    if (config.max_connections > fit) config.max_connections = fit;
   }
 
   // One context per I/O thread: a connection lives on one thread, and no

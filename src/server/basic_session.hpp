@@ -95,6 +95,7 @@ class basic_session final : public session {
   void start() override;
   void shutdown() override;
   void force_close() override;
+  void evict() override;
 
  private:
   class run_handle;

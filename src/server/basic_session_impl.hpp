@@ -106,12 +106,13 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
 template <class Transport>
 basic_session<Transport>::~basic_session() {
   if (upgraded_) state_->close_websocket();
+  state_->release_socket(socket_id_);
   state_->remove_session(id_);
 }
 
 template <class Transport>
 void basic_session<Transport>::start() {
-  id_ = state_->add_session(shared_from_this());
+  id_ = state_->add_session(shared_from_this(), socket_id_);
   asio::co_spawn(ws_.get_executor(), serve(shared_self()), [id = id_](std::exception_ptr failure) {
     if (!failure) return;
     try {
@@ -133,6 +134,15 @@ void basic_session<Transport>::force_close() {
 }
 
 template <class Transport>
+void basic_session<Transport>::evict() {
+  asio::dispatch(ws_.get_executor(), [self = shared_self()] {
+    if (self->upgraded_) return;  // it upgraded meanwhile: keep it
+    spdlog::info("conn {}: closed before its upgrade to make room for a new connection", self->id_);
+    self->close_socket();
+  });
+}
+
+template <class Transport>
 void basic_session<Transport>::close_socket() {
   lowest::close(beast::get_lowest_layer(ws_));
 }
@@ -149,6 +159,9 @@ asio::awaitable<void> basic_session<Transport>::serve(
     [[maybe_unused]] std::shared_ptr<basic_session> self) {
   // A stop that began before this session registered must still reach it.
   if (state_->stopping()) co_return;
+  // One deadline for everything before the upgrade, from the accept: a
+  // keep-alive connection cannot live on by sending a request now and then.
+  lowest::expires_after(beast::get_lowest_layer(ws_), state_->config.handshake_timeout);
   if constexpr (is_tls_transport<Transport>) {
     if (!co_await tls_handshake()) co_return;
   }
@@ -173,8 +186,6 @@ asio::awaitable<void> basic_session<Transport>::serve(
 
 template <class Transport>
 asio::awaitable<bool> basic_session<Transport>::tls_handshake() {
-  auto& tcp = beast::get_lowest_layer(ws_);
-  lowest::expires_after(tcp, state_->config.handshake_timeout);
   auto [ec] = co_await transport().async_handshake(asio::ssl::stream_base::server, nothrow);
   if (ec) {
     // Port scanners, plain-HTTP clients and clients that do not trust our
@@ -193,11 +204,10 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
   // HTTP goes straight to the transport: the coalescing layer is for frames.
   Transport& stream = transport();
   auto& tcp = beast::get_lowest_layer(ws_);
-  for (;;) {
+  for (std::size_t requests = 1;; ++requests) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
     parser.body_limit(16 * 1024);
-    lowest::expires_after(tcp, config.handshake_timeout);
     auto [read_error, read_bytes] =
         co_await http::async_read(stream, read_buffer_, parser, nothrow);
     if (read_error) {
@@ -245,6 +255,7 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
         co_return false;
       }
       upgraded_ = true;
+      state_->socket_upgraded(socket_id_);
       // From here on the WebSocket's own timeouts govern the connection.
       lowest::expires_never(tcp);
       configure_websocket();
@@ -273,6 +284,7 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
 
     http_response response =
         answer_http(request, server_name, {[this] { return state_->counters.render_metrics(); }});
+    if (requests >= config.max_requests_per_connection) response.keep_alive(false);
     const bool keep_alive = response.keep_alive();
     auto [write_error, written] = co_await http::async_write(stream, response, nothrow);
     if (write_error || !keep_alive) {

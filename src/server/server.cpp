@@ -1,8 +1,10 @@
 #include "agentws/server.hpp"
 
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -27,6 +29,10 @@ using asio::ip::tcp;
 using boost::system::error_code;
 
 namespace {
+
+// Evicted sockets not yet closed, past which the accept loop waits (the
+// descriptors they hold come out of the headroom below the open-file limit).
+constexpr std::size_t max_closing_sockets = 32;
 
 // A server-side TLS context: TLS 1.2 and later, the certificate chain and key
 // from PEM files. Errors name the file, never the key material.
@@ -81,6 +87,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     acceptor_.bind(endpoint);
     acceptor_.listen(asio::socket_base::max_listen_connections);
     port_ = acceptor_.local_endpoint().port();
+    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (auto* context : contexts_)
       keep_running_.push_back(asio::make_work_guard(*context));
     asio::co_spawn(strand_, accept_loop(shared_from_this()), [](std::exception_ptr failure) {
@@ -98,18 +105,37 @@ struct server::impl : std::enable_shared_from_this<impl> {
     while (acceptor_.is_open()) {
       // Connections are dealt to the contexts in turn; each gets its own
       // strand there (a context may be run by several threads).
+      // Sockets evicted for room still hold their descriptors until their
+      // sessions close them: under a flood, let them go before taking more.
+      while (state_->sockets_closing() >= max_closing_sockets && acceptor_.is_open()) {
+        backoff.expires_after(std::chrono::milliseconds(1));
+        co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
       asio::io_context& context = *contexts_[next_context_];
       next_context_ = (next_context_ + 1) % contexts_.size();
       auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(context),
                                                           asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+        drain_backlog_without_descriptors();
+        backoff.expires_after(std::chrono::milliseconds(10));
+        co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+        continue;
+      }
       if (ec) {
-        // Usually out of file descriptors: wait instead of spinning on it.
+        // Wait instead of spinning on an error that may persist.
         spdlog::warn("accept failed: {}", ec.message());
         backoff.expires_after(std::chrono::milliseconds(100));
         co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
+      std::uint64_t socket_id = 0;
+      const auto admission = state_->admit_socket(peer_address_of(socket), socket_id);
+      if (admission.outcome != detail::socket_table::verdict::admitted) {
+        refuse_socket(socket, admission.outcome);
+        continue;
+      }
+      if (admission.evict != 0) state_->evict_session(admission.evict);
       error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       if (state_->config.tcp_notsent_lowat > 0) {
@@ -118,8 +144,53 @@ struct server::impl : std::enable_shared_from_this<impl> {
         const int lowat = static_cast<int>(state_->config.tcp_notsent_lowat);
         ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
       }
-      detail::make_session(std::move(socket), state_, tls_.get())->start();
+      auto session = detail::make_session(std::move(socket), state_, tls_.get());
+      session->set_socket_id(socket_id);
+      session->start();
     }
+  }
+
+  template <class Socket>
+  static std::string peer_address_of(const Socket& socket) {
+    error_code ec;
+    const auto endpoint = socket.remote_endpoint(ec);
+    return ec ? std::string() : endpoint.address().to_string();
+  }
+
+  // A socket past the limits: a 503 if the kernel takes it at once (it
+  // usually does: the request has not even arrived), then closed. Never
+  // waits, so a flood costs the accept loop nothing more.
+  template <class Socket>
+  static void refuse_socket(Socket& socket, detail::socket_table::verdict why) {
+    const bool full = why == detail::socket_table::verdict::refused_full;
+    spdlog::debug("refused a connection at accept: {}",
+                  full ? "every socket is taken by a WebSocket" : "per-address limit");
+    static constexpr std::string_view busy =
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+        "Content-Length: 0\r\n\r\n";
+    [[maybe_unused]] const auto sent =
+        ::send(socket.native_handle(), busy.data(), busy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    error_code ignored;
+    socket.close(ignored);
+  }
+
+  // Out of descriptors, the listen backlog would hold clients until they
+  // time out. Give back the descriptor kept in reserve, take each waiting
+  // connection and close it at once, then reserve one again.
+  void drain_backlog_without_descriptors() {
+    state_->counters.accept_fd_exhausted.fetch_add(1, std::memory_order_relaxed);
+    if (reserve_fd_ >= 0) ::close(reserve_fd_);
+    reserve_fd_ = -1;
+    int drained = 0;
+    for (; drained < 1024; ++drained) {
+      const int fd =
+          ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) break;
+      ::close(fd);
+    }
+    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    spdlog::warn("out of file descriptors: closed {} waiting connection{} at once", drained,
+                 drained == 1 ? "" : "s");
   }
 
   void stop(std::function<void()> on_stopped) {
@@ -159,6 +230,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
   asio::steady_timer grace_timer_;
   std::unique_ptr<asio::ssl::context> tls_;  // null: plain ws://
   std::uint16_t port_ = 0;
+  int reserve_fd_ = -1;  // given back when accept runs out of descriptors
+
+  ~impl() {
+    if (reserve_fd_ >= 0) ::close(reserve_fd_);
+  }
 };
 
 server::server(asio::io_context& io, server_config config)

@@ -5,6 +5,14 @@
 
 #include "server/session.hpp"
 
+namespace agentws {
+
+std::size_t effective_max_sockets(const server_config& config) {
+  return config.max_sockets != 0 ? config.max_sockets : config.max_connections + 1024;
+}
+
+}  // namespace agentws
+
 namespace agentws::detail {
 
 server_stats server_counters::snapshot() const {
@@ -27,6 +35,11 @@ server_stats server_counters::snapshot() const {
   s.slow_consumer_closes = get(slow_consumer_closes);
   s.outbox_waits = get(outbox_waits);
   s.command_read_pauses = get(command_read_pauses);
+  s.sockets_open = get(sockets_open);
+  s.sockets_evicted = get(sockets_evicted);
+  s.sockets_refused_full = get(sockets_refused_full);
+  s.sockets_refused_address = get(sockets_refused_address);
+  s.accept_fd_exhausted = get(accept_fd_exhausted);
   return s;
 }
 
@@ -101,6 +114,18 @@ std::string server_counters::render_metrics() const {
          command_read_pauses.load(std::memory_order_relaxed));
   metric("slow_consumer_closes_total", "counter", "Connections closed for not reading.",
          s.slow_consumer_closes);
+  metric("sockets_open", "gauge", "Accepted sockets, before and after the upgrade.",
+         s.sockets_open);
+  metric("sockets_closed_at_accept_total", "counter",
+         "Sockets closed at accept, by cause: every slot a WebSocket, the per-address cap.",
+         s.sockets_refused_full, R"(cause="full")");
+  metric("sockets_closed_at_accept_total", "", "", s.sockets_refused_address,
+         R"(cause="per_address")");
+  metric("sockets_evicted_total", "counter",
+         "Sockets not yet upgraded closed to make room for a new one.", s.sockets_evicted);
+  metric("accept_fd_exhausted_total", "counter",
+         "Accepts that failed for want of file descriptors (the backlog was drained and closed).",
+         s.accept_fd_exhausted);
   return out;
 }
 
@@ -119,7 +144,56 @@ access_policy make_access_policy(const server_config& config) {
 server_state::server_state(server_config cfg)
     : config(std::move(cfg)),
       access(make_access_policy(config)),
-      agent_(config.agent_logic ? config.agent_logic : make_demo_agent()) {}
+      agent_(config.agent_logic ? config.agent_logic : make_demo_agent()),
+      sockets_(socket_limits{effective_max_sockets(config), config.max_connections_per_address}) {}
+
+socket_table::admission server_state::admit_socket(const std::string& address, std::uint64_t& id) {
+  id = next_session_id_.fetch_add(1, std::memory_order_relaxed);
+  socket_table::admission answer;
+  {
+    std::lock_guard lock(sockets_mutex_);
+    answer = sockets_.admit(id, address);
+    counters.sockets_open.store(sockets_.open(), std::memory_order_relaxed);
+  }
+  switch (answer.outcome) {
+    case socket_table::verdict::admitted:
+      if (answer.evict != 0) counters.sockets_evicted.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case socket_table::verdict::refused_full:
+      counters.sockets_refused_full.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case socket_table::verdict::refused_address:
+      counters.sockets_refused_address.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
+  return answer;
+}
+
+void server_state::socket_upgraded(std::uint64_t id) {
+  std::lock_guard lock(sockets_mutex_);
+  sockets_.upgraded(id);
+}
+
+void server_state::release_socket(std::uint64_t id) {
+  std::lock_guard lock(sockets_mutex_);
+  sockets_.release(id);
+  counters.sockets_open.store(sockets_.open(), std::memory_order_relaxed);
+}
+
+std::size_t server_state::sockets_closing() {
+  std::lock_guard lock(sockets_mutex_);
+  return sockets_.closing();
+}
+
+void server_state::evict_session(std::uint64_t id) {
+  std::shared_ptr<session> victim;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    auto it = sessions_.find(id);
+    if (it != sessions_.end()) victim = it->second.lock();
+  }
+  if (victim) victim->evict();
+}
 
 bool server_state::try_open_websocket() {
   std::uint64_t open = counters.connections_open.load(std::memory_order_relaxed);
@@ -138,9 +212,9 @@ void server_state::close_websocket() {
   counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
 }
 
-std::uint64_t server_state::add_session(const std::shared_ptr<session>& s) {
+std::uint64_t server_state::add_session(const std::shared_ptr<session>& s, std::uint64_t id) {
+  if (id == 0) id = next_session_id_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(sessions_mutex_);
-  const std::uint64_t id = next_session_id_++;
   sessions_.emplace(id, s);
   return id;
 }

@@ -13,6 +13,7 @@
 
 #include "agentws/server.hpp"
 #include "server/access.hpp"
+#include "server/socket_table.hpp"
 
 namespace agentws::detail {
 
@@ -53,6 +54,11 @@ struct server_counters {
   std::atomic<std::uint64_t> slow_consumer_closes{0};
   std::atomic<std::uint64_t> outbox_waits{0};         // a run found the outbox full
   std::atomic<std::uint64_t> command_read_pauses{0};  // a reader waited for answers to go
+  std::atomic<std::uint64_t> sockets_open{0};
+  std::atomic<std::uint64_t> sockets_evicted{0};
+  std::atomic<std::uint64_t> sockets_refused_full{0};
+  std::atomic<std::uint64_t> sockets_refused_address{0};
+  std::atomic<std::uint64_t> accept_fd_exhausted{0};
   std::array<std::atomic<std::uint64_t>, protocol_error_code_count> errors_by_code{};
   // From reading a cancel_run to handing its run_cancelled to the socket.
   fixed_histogram<9> cancel_latency_seconds{
@@ -78,8 +84,19 @@ class server_state {
   bool try_open_websocket();
   void close_websocket();
 
-  // Live connections, so that stop() can reach every one of them.
-  std::uint64_t add_session(const std::shared_ptr<session>& s);
+  // Every accepted socket (see socket_table). admit_socket() hands out the
+  // socket's id, which its session then registers under; the other calls
+  // ignore ids they do not know (0: a session not counted, as in the fuzzer).
+  socket_table::admission admit_socket(const std::string& address, std::uint64_t& id);
+  void socket_upgraded(std::uint64_t id);
+  void release_socket(std::uint64_t id);
+  std::size_t sockets_closing();
+  // Closes the session registered under `id` if it has not upgraded yet.
+  void evict_session(std::uint64_t id);
+
+  // Live connections, so that stop() can reach every one of them. `id` is
+  // the socket's id from admit_socket(), or 0 for a new one.
+  std::uint64_t add_session(const std::shared_ptr<session>& s, std::uint64_t id = 0);
   void remove_session(std::uint64_t id);
   void for_each_session(const std::function<void(session&)>& visit);
 
@@ -89,9 +106,11 @@ class server_state {
 
  private:
   std::shared_ptr<agentws::agent> agent_;
+  std::mutex sockets_mutex_;
+  socket_table sockets_;
   std::atomic<bool> stopping_{false};
   std::mutex sessions_mutex_;
-  std::uint64_t next_session_id_ = 1;
+  std::atomic<std::uint64_t> next_session_id_{1};  // sockets and sessions share it
   std::unordered_map<std::uint64_t, std::weak_ptr<session>> sessions_;
   std::function<void()> on_idle_;
 };

@@ -25,6 +25,16 @@ class session : public std::enable_shared_from_this<session> {
   virtual void shutdown() = 0;
   // Thread-safe. Closes the socket now.
   virtual void force_close() = 0;
+  // Thread-safe. Closes the socket now if it has not upgraded to a WebSocket
+  // (the server needs its slot for a new connection).
+  virtual void evict() = 0;
+
+  // The id the server's socket table counts this connection under (0: not
+  // counted); set before start().
+  void set_socket_id(std::uint64_t id) noexcept { socket_id_ = id; }
+
+ protected:
+  std::uint64_t socket_id_ = 0;
 };
 
 // A session for an accepted socket: plain WebSocket, or over TLS when `tls`
