@@ -3,8 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace agentws {
 namespace {
@@ -90,6 +92,108 @@ std::optional<protocol_error> read_bound(const json& params, const char* name, s
   return std::nullopt;
 }
 
+// Builds the document like nlohmann's own DOM parser, but refuses an object
+// that repeats a key (I-JSON, RFC 7493 2.3): a proxy or logger that reads the
+// first of two "command" keys must never disagree with us about what a
+// command does. Keys arrive decoded, so "a" and "\u0061" are the same key.
+// The check is the map insertion the DOM parser does anyway: no extra work.
+class dom_builder {
+ public:
+  using string_t = json::string_t;
+
+  json& document() noexcept { return root_; }
+  // The repeated key, when that is why parsing stopped.
+  const std::optional<std::string>& duplicate_key() const noexcept { return duplicate_key_; }
+
+  bool null() { return value(nullptr); }
+  bool boolean(bool v) { return value(v); }
+  bool number_integer(json::number_integer_t v) { return value(v); }
+  bool number_unsigned(json::number_unsigned_t v) { return value(v); }
+  bool number_float(json::number_float_t v, const string_t& /*text*/) { return value(v); }
+  // Copies, as nlohmann's DOM parser does: the lexer reuses its buffer.
+  bool string(string_t& v) { return value(v); }
+  bool binary(json::binary_t& v) { return value(v); }
+
+  bool start_object(std::size_t /*size*/) {
+    open_.push_back(place(json::value_t::object));
+    return true;
+  }
+  bool key(string_t& name) {
+    auto& members = open_.back()->get_ref<json::object_t&>();
+    auto [it, inserted] = members.try_emplace(name);
+    if (!inserted) {
+      duplicate_key_ = name;
+      return false;  // stops the parse
+    }
+    member_ = &it->second;
+    return true;
+  }
+  bool end_object() {
+    open_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t /*size*/) {
+    open_.push_back(place(json::value_t::array));
+    return true;
+  }
+  bool end_array() {
+    open_.pop_back();
+    return true;
+  }
+  template <class Exception>
+  bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
+                   const Exception& /*error*/) {
+    return false;
+  }
+
+ private:
+  template <class Value>
+  bool value(Value&& v) {
+    place(std::forward<Value>(v));
+    return true;
+  }
+  // Where a new value goes: the root, the end of the open array, or the
+  // member whose key came last. Pointers stay valid while their container is
+  // open: nothing is added to an array while a child of it is being built.
+  template <class Value>
+  json* place(Value&& v) {
+    if (open_.empty()) {
+      root_ = json(std::forward<Value>(v));
+      return &root_;
+    }
+    if (json& parent = *open_.back(); parent.is_array()) {
+      auto& items = parent.get_ref<json::array_t&>();
+      items.emplace_back(std::forward<Value>(v));
+      return &items.back();
+    }
+    *member_ = json(std::forward<Value>(v));
+    return member_;
+  }
+
+  json root_;
+  std::vector<json*> open_;  // the arrays and objects being built, innermost last
+  json* member_ = nullptr;   // the value of the key read last
+  std::optional<std::string> duplicate_key_;
+};
+
+// "Invalid JSON: duplicate key "command"": the key as a JSON string, cut
+// (at a character boundary) so that a long key is not echoed whole.
+std::string duplicate_key_message(std::string_view key) {
+  constexpr std::size_t max_shown = 64;
+  std::size_t shown = key.size();
+  if (shown > max_shown) {
+    shown = max_shown;
+    // Back off continuation bytes (10xxxxxx) to the start of a character.
+    while (shown > 0 && (static_cast<unsigned char>(key[shown]) & 0xC0) == 0x80)
+      --shown;
+  }
+  std::string message = "Invalid JSON: duplicate key ";
+  message +=
+      json(std::string(key.substr(0, shown))).dump(-1, ' ', false, json::error_handler_t::replace);
+  if (shown < key.size()) message += "...";
+  return message;
+}
+
 }  // namespace
 
 std::string_view to_string(protocol_error_code code) noexcept {
@@ -138,10 +242,17 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
   }
   // nlohmann stops at a NUL byte as at the end of input: refuse it outright
   // (JSON allows it nowhere outside an escape).
-  const json document = text.find('\0') == std::string_view::npos
-                            ? json::parse(text, nullptr, /*allow_exceptions=*/false)
-                            : json(json::value_t::discarded);
-  if (document.is_discarded()) return make_error(protocol_error_code::invalid_json, "Invalid JSON");
+  if (text.find('\0') != std::string_view::npos) {
+    return make_error(protocol_error_code::invalid_json, "Invalid JSON");
+  }
+  dom_builder builder;
+  if (!json::sax_parse(text, &builder, json::input_format_t::json, /*strict=*/true)) {
+    if (const auto& key = builder.duplicate_key()) {
+      return make_error(protocol_error_code::invalid_json, duplicate_key_message(*key));
+    }
+    return make_error(protocol_error_code::invalid_json, "Invalid JSON");
+  }
+  const json& document = builder.document();
   if (!document.is_object()) {
     return make_error(protocol_error_code::invalid_command, "Command must be a JSON object");
   }

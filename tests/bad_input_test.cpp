@@ -743,23 +743,33 @@ TEST_CASE("JSON: a NUL byte after the document is trailing garbage", "[bad_input
   });
 }
 
-TEST_CASE("JSON: duplicate keys take the last value", "[bad_input]") {
+TEST_CASE("JSON: a duplicate key at any depth answers invalid_json naming it", "[bad_input]") {
+  // I-JSON (RFC 7493): whoever reads the first of two keys must not see a
+  // different command than the one the server would run, so neither runs.
+  expect_refusals({
+      {R"({"command":"cancel_run","command":"start_run","run_id":"dup"})",
+       R"(Invalid JSON: duplicate key "command")", "invalid_json"},
+      {R"({"command":"start_run","run_id":"dup","params":{"steps":1,"steps":9}})",
+       R"(Invalid JSON: duplicate key "steps")", "invalid_json"},
+      {R"({"command":"start_run","run_id":"dup","request_id":"1","\u0072equest_id":"2"})",
+       R"(Invalid JSON: duplicate key "request_id")", "invalid_json"},
+  });
+  // On the wire: the key quoted inside the message, escaped once more.
   server_fixture server;
-  bystander other(server.port());
-  test_peer peer(server.port());
-  peer.expect_event("connected");
-  expect_accepted(
-      peer,
-      R"({"command":"cancel_run","command":"start_run","run_id":"first","run_id":"last",)"
-      R"("params":{"steps":9,"interval_ms":1},"params":{"steps":2,"steps":1,"interval_ms":1}})",
-      "last", 1);
-  peer.send_text(R"({"command":"start_run","command":"dance","run_id":"x"})");
-  json error = peer.expect_event("error");
-  CHECK(error["payload"]["code"] == "unknown_command");
-  CHECK(error["payload"]["received"] == json({{"command", "dance"}, {"run_id", "x"}}));
-  CHECK(server.get().stats().runs_started == 2);  // "last" and the bystander's
+  raw_peer peer(server.port());
+  peer.open_websocket();
+  peer.send_text(R"({"command":"start_run","run_id":"dup","run_id":"other"})");
+  peer.expect_event("error");
+  const std::string& text = peer.last_text();
+  CHECK(text.find(R"(, "payload": {"message": "Invalid JSON: duplicate key \"run_id\"", )"
+                  R"("code": "invalid_json"}})") != std::string::npos);
+  CHECK(server.get().stats().runs_started == 0);
+  // The same keys in sibling objects are fine.
+  peer.send_text(R"({"command":"start_run","run_id":"sib","params":{"steps":1,"interval_ms":1},)"
+                 R"("a":{"k":1},"b":{"k":1}})");
+  CHECK(peer.expect_event("run_started")["payload"]["run_id"] == "sib");
+  CHECK(peer.events_until_terminal("sib").back()["event_type"] == "run_done");
   peer.run_to_completion("after");
-  other.finish();
 }
 
 TEST_CASE("JSON: numbers that do not fit are refused", "[bad_input]") {

@@ -750,32 +750,71 @@ TEST_CASE("json_nesting_exceeds counts only brackets outside strings", "[protoco
   }
 }
 
-TEST_CASE("Duplicate keys: nlohmann keeps the last value", "[protocol][json]") {
-  // Python's json module does the same, so both servers agree.
-  SECTION("run_id") {
-    const start_run_command start =
-        parse_start(R"({"command": "start_run", "run_id": "first", "run_id": "second"})");
-    CHECK(start.run_id == "second");
+TEST_CASE("Duplicate keys are refused as invalid_json naming the key", "[protocol][json]") {
+  // I-JSON (RFC 7493): a proxy or logger reading the first of two keys must
+  // never see a different command than the server acts on.
+  auto check_duplicate = [](std::string_view text, std::string_view message) {
+    const protocol_error error = parse_error(text);
+    CHECK(error.code == protocol_error_code::invalid_json);
+    CHECK(error.message == message);
+    // Nothing of the refused command is echoed back besides the key.
+    CHECK_FALSE(error.run_id);
+    CHECK_FALSE(error.request_id);
+    CHECK_FALSE(error.received_json);
+  };
+  SECTION("at the top level") {
+    check_duplicate(R"({"command": "cancel_run", "command": "start_run", "run_id": "r"})",
+                    R"(Invalid JSON: duplicate key "command")");
+    check_duplicate(R"({"command": "start_run", "run_id": "first", "run_id": "second"})",
+                    R"(Invalid JSON: duplicate key "run_id")");
+    check_duplicate(
+        R"({"command": "start_run", "run_id": "r", "request_id": "1", "request_id": 2})",
+        R"(Invalid JSON: duplicate key "request_id")");
+    check_duplicate(R"({"command": "start_run", "run_id": "r", "x": 1, "x": 1})",
+                    R"(Invalid JSON: duplicate key "x")");
   }
-  SECTION("command") {
-    const cancel_run_command cancel =
-        parse_cancel(R"({"command": "start_run", "run_id": "r", "command": "cancel_run"})");
-    CHECK(cancel.run_id == "r");
-
-    const protocol_error error =
-        parse_error(R"({"command": "cancel_run", "run_id": "r", "command": "nope"})");
-    CHECK(error.code == protocol_error_code::unknown_command);
-    CHECK(error.received_json == std::optional<std::string>(R"({"command":"nope","run_id":"r"})"));
+  SECTION("nested in params or in an ignored key") {
+    check_duplicate(
+        R"({"command": "start_run", "run_id": "r", "params": {"steps": 1, "steps": 2}})",
+        R"(Invalid JSON: duplicate key "steps")");
+    check_duplicate(
+        R"({"command": "start_run", "run_id": "r", "params": {"steps": -1}, "params": {"steps": 4}})",
+        R"(Invalid JSON: duplicate key "params")");
+    check_duplicate(R"({"command": "start_run", "run_id": "r", "x": [1, {"a": {"b": 1, "b": 2}}]})",
+                    R"(Invalid JSON: duplicate key "b")");
   }
-  SECTION("a later empty run_id wins") {
-    const protocol_error error =
-        parse_error(R"({"command": "start_run", "run_id": "r", "run_id": ""})");
-    CHECK(error.code == protocol_error_code::missing_run_id);
+  SECTION("escapes that decode to the same key are the same key") {
+    check_duplicate(R"({"command": "start_run", "run_id": "r", "a": 1, "\u0061": 2})",
+                    R"(Invalid JSON: duplicate key "a")");
+    check_duplicate(R"({"\u0063ommand": "cancel_run", "command": "start_run", "run_id": "r"})",
+                    R"(Invalid JSON: duplicate key "command")");
+    check_duplicate(
+        R"({"command": "start_run", "run_id": "r", "\ud83d\ude00": 1, "\ud83d\ude00": 2})",
+        "Invalid JSON: duplicate key \"\xf0\x9f\x98\x80\"");
   }
-  SECTION("params") {
+  SECTION("the key is shown escaped, and a long one is cut at a character boundary") {
+    check_duplicate(R"({"a\"b\u0001": 1, "a\"b\u0001": 2})",
+                    R"(Invalid JSON: duplicate key "a\"b\u0001")");
+    const std::string long_key = std::string(63, 'k') + "\xc3\xa9" + std::string(100, 'k');
+    check_duplicate(R"({")" + long_key + R"(": 1, ")" + long_key + R"(": 2})",
+                    R"(Invalid JSON: duplicate key ")" + std::string(63, 'k') + R"("...)");
+  }
+  SECTION("the first problem in the text decides") {
+    // A duplicate before a syntax error is reported as the duplicate...
+    check_duplicate(R"({"a": 1, "a": 2, )", R"(Invalid JSON: duplicate key "a")");
+    // ...a syntax error before it as plain invalid JSON.
+    CHECK(parse_error(R"({"a": x, "a": 2})").message == "Invalid JSON");
+    // Not a command at all, but still not I-JSON.
+    check_duplicate(R"([{"a": 1, "a": 2}])", R"(Invalid JSON: duplicate key "a")");
+  }
+  SECTION("the same key in sibling or nested objects is fine") {
     const start_run_command start = parse_start(
-        R"({"command": "start_run", "run_id": "r", "params": {"steps": -1}, "params": {"steps": 4}})");
-    CHECK(start.params.steps == std::optional<std::uint64_t>(4));
+        R"({"command": "start_run", "run_id": "r", "params": {"steps": 2, "x": {"steps": 3}},)"
+        R"( "a": {"k": 1}, "b": {"k": 2}, "c": [{"k": 1}, {"k": 2}], "run": {"run_id": "s"}})");
+    CHECK(start.run_id == "r");
+    CHECK(start.params.steps == std::optional<std::uint64_t>(2));
+    CHECK(parse_cancel(R"({"command": "cancel_run", "run_id": "r", "A": 1, "a": 2, "a ": 3})")
+              .run_id == "r");
   }
 }
 

@@ -36,7 +36,7 @@ struct run_params {
 
 // Machine-readable error codes (`payload.code`). Stable: clients switch on them.
 enum class protocol_error_code {
-  invalid_json,        // text that is not one JSON document, or nested too deep
+  invalid_json,        // not one JSON document, nested too deep, or a key twice in an object
   invalid_command,     // JSON that is not an object
   missing_run_id,      // start/cancel without a non-empty string run_id
   invalid_run_id,      // run_id longer than the limit
