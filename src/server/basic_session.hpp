@@ -10,6 +10,9 @@
 // force_close(), which post to it.
 #pragma once
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -67,6 +70,13 @@ struct lowest_layer_ops<boost::beast::tcp_stream> {
     stream.expires_after(timeout);
   }
   static void expires_never(boost::beast::tcp_stream& stream) { stream.expires_never(); }
+  // Bytes in the kernel's send queue not yet acknowledged by the peer: when
+  // it shrinks, the peer is taking what we sent.
+  static std::size_t unacked_bytes(boost::beast::tcp_stream& stream) {
+    int bytes = 0;
+    if (::ioctl(stream.socket().native_handle(), SIOCOUTQ, &bytes) != 0 || bytes < 0) return 0;
+    return static_cast<std::size_t>(bytes);
+  }
   // "address:port" of the peer for the logs ("[v6]:port"); "unknown" once closed.
   static std::string peer_address(boost::beast::tcp_stream& stream) {
     boost::system::error_code ec;
@@ -146,6 +156,10 @@ class basic_session final : public session {
   void send_error(const protocol_error& error);
   void begin_shutdown();
   void arm_send_watchdog();
+  // Liveness after the upgrade (see check_liveness).
+  void arm_liveness_check();
+  void check_liveness();
+  void note_handshake_deadline();
   // Sends 1008 behind what is buffered and closes the socket if that stalls too.
   void close_slow_consumer();
   void close_socket();
@@ -190,6 +204,18 @@ class basic_session final : public session {
   // Slow-consumer detection: a writer waiting for the socket while no flush
   // completes for send_timeout closes the connection.
   boost::asio::steady_timer send_watchdog_;
+  // Proof of life: frames from the peer (pongs too) and bytes it took (our
+  // flushes completing, the kernel's unacknowledged bytes shrinking).
+  boost::asio::steady_timer liveness_timer_;
+  std::uint64_t frames_received_ = 0;
+  struct progress_seen {
+    std::uint64_t frames = 0;
+    std::uint64_t flushes = 0;
+    std::size_t unacked = 0;
+    bool waiting = false;  // something waited to be sent
+  } progress_seen_;
+  std::chrono::steady_clock::time_point quiet_since_;
+  bool ping_outstanding_ = false;
   bool watchdog_armed_ = false;
   bool writer_running_ = false;
   bool writer_finished_ = false;  // the outbox closed or the socket failed

@@ -98,7 +98,8 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
       outbox_(ws_.get_executor(),
               outbox_limits{state_->config.outbox_bytes, state_->config.max_pending_answers,
                             state_->config.max_pending_answers * 1024}),
-      send_watchdog_(ws_.get_executor()) {
+      send_watchdog_(ws_.get_executor()),
+      liveness_timer_(ws_.get_executor()) {
   // Beast's own frames (pongs, the close) wait once this much is buffered.
   ws_.next_layer().set_capacity(state_->config.write_chunk_bytes);
 }
@@ -130,7 +131,10 @@ void basic_session<Transport>::shutdown() {
 
 template <class Transport>
 void basic_session<Transport>::force_close() {
-  asio::dispatch(ws_.get_executor(), [self = shared_self()] { self->close_socket(); });
+  asio::dispatch(ws_.get_executor(), [self = shared_self()] {
+    self->state_->counters.count_close(close_cause::shutdown_forced);
+    self->close_socket();
+  });
 }
 
 template <class Transport>
@@ -138,6 +142,7 @@ void basic_session<Transport>::evict() {
   asio::dispatch(ws_.get_executor(), [self = shared_self()] {
     if (self->upgraded_) return;  // it upgraded meanwhile: keep it
     spdlog::info("conn {}: closed before its upgrade to make room for a new connection", self->id_);
+    self->state_->counters.count_close(close_cause::evicted);
     self->close_socket();
   });
 }
@@ -174,13 +179,16 @@ asio::awaitable<void> basic_session<Transport>::serve(
                      state_->config.default_params);
   });
   if (state_->stopping()) begin_shutdown();
+  quiet_since_ = std::chrono::steady_clock::now();
+  arm_liveness_check();
 
   co_await read_commands();
 
   // The peer is gone or the close handshake is done: nothing more reaches it.
   cancel_all_runs(std::nullopt);
   outbox_.close();
-  send_watchdog_.cancel();  // its wait holds the session alive
+  send_watchdog_.cancel();   // its wait holds the session alive
+  liveness_timer_.cancel();  // so does this one
   spdlog::info("conn {}: websocket closed ({})", id_, peer);
 }
 
@@ -190,7 +198,11 @@ asio::awaitable<bool> basic_session<Transport>::tls_handshake() {
   if (ec) {
     // Port scanners, plain-HTTP clients and clients that do not trust our
     // certificate all end here: normal on a public port, so not a warning.
-    spdlog::debug("conn {}: TLS handshake failed: {}", id_, ec.message());
+    if (ec == beast::error::timeout) {
+      note_handshake_deadline();
+    } else {
+      spdlog::debug("conn {}: TLS handshake failed: {}", id_, ec.message());
+    }
     close_socket();
     co_return false;
   }
@@ -219,6 +231,8 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
         auto response = make_status_response(http::status::payload_too_large, 11, server_name,
                                              "Content Too Large");
         co_await http::async_write(stream, response, nothrow);
+      } else if (read_error == beast::error::timeout) {
+        note_handshake_deadline();
       } else if (!is_expected_end(read_error)) {
         spdlog::debug("conn {}: bad HTTP request: {}", id_, read_error.message());
         auto response =
@@ -300,9 +314,13 @@ void basic_session<Transport>::configure_websocket() {
   const server_config& config = state_->config;
   websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = config.handshake_timeout;
-  timeouts.idle_timeout = config.idle_timeout;
-  timeouts.keep_alive_pings = true;
+  // Beast's idle timer counts only frames received, and its ping waits
+  // behind everything buffered: a client reading a long stream slowly would
+  // be cut. check_liveness() counts bytes taken as well.
+  timeouts.idle_timeout = websocket::stream_base::none();
+  timeouts.keep_alive_pings = false;
   ws_.set_option(timeouts);
+  ws_.control_callback([this](websocket::frame_type, beast::string_view) { ++frames_received_; });
   ws_.set_option(websocket::stream_base::decorator(
       [name = server_header(config)](websocket::response_type& response) {
         response.set(http::field::server, name);
@@ -329,11 +347,20 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
     if (ec) {
       if (is_expected_end(ec)) {
         spdlog::debug("conn {}: read ended: {}", id_, ec.message());
+      } else if (ec == websocket::error::message_too_big) {
+        spdlog::info("conn {}: closing with 1009: a message over {} bytes", id_,
+                     state_->config.limits.max_message_bytes);
+        state_->counters.count_close(close_cause::message_too_big);
+      } else if (ec.category() == websocket::make_error_code(websocket::error::closed).category()) {
+        spdlog::info("conn {}: closing: the peer broke the WebSocket protocol: {}", id_,
+                     ec.message());
+        state_->counters.count_close(close_cause::protocol_error);
       } else {
         spdlog::info("conn {}: connection failed: {}", id_, ec.message());
       }
       co_return;
     }
+    ++frames_received_;
     command_read_at_ = std::chrono::steady_clock::now();
     if (!closing_) {
       if (ws_.got_text()) {
@@ -469,6 +496,8 @@ void basic_session<Transport>::arm_send_watchdog() {
 
 template <class Transport>
 void basic_session<Transport>::close_slow_consumer() {
+  if (slow_close_started_) return;
+  state_->counters.count_close(close_cause::slow_consumer);
   spdlog::warn("conn {}: closing slow consumer: nothing taken for {} ms ({} bytes queued)", id_,
                state_->config.send_timeout.count(),
                outbox_.queued_bytes() + ws_.next_layer().buffered_bytes());
@@ -496,6 +525,82 @@ void basic_session<Transport>::close_slow_consumer() {
   send_watchdog_.async_wait([self = shared_self()](const error_code& ec) {
     if (!ec) self->close_socket();
   });
+}
+
+template <class Transport>
+void basic_session<Transport>::arm_liveness_check() {
+  // A quarter of the shorter timeout: a close comes at most that late.
+  const auto period =
+      std::max(std::chrono::milliseconds(100),
+               std::min(state_->config.idle_timeout, state_->config.send_timeout) / 4);
+  liveness_timer_.expires_after(period);
+  liveness_timer_.async_wait([self = shared_self()](const error_code& ec) {
+    if (!ec) self->check_liveness();
+  });
+}
+
+// Liveness counts progress. While something waits to be sent (queued,
+// being written, or unacknowledged in the kernel), progress is bytes the peer
+// takes: a flush completing, the unacknowledged bytes shrinking; one that
+// takes nothing for the send timeout is a slow consumer (the writer's
+// watchdog covers a write in flight, this the bytes the kernel still holds).
+// With nothing waiting, only a frame from the peer counts (a pong too): our
+// own ping leaving, or being acknowledged by a kernel whose application is
+// stuck, proves nothing. A peer quiet for half the idle timeout is pinged,
+// and closed at the whole of it; so the idle clock starts once everything
+// sent was acknowledged, and a client has half the idle timeout to read
+// what its own buffers hold and answer.
+template <class Transport>
+void basic_session<Transport>::check_liveness() {
+  if (closing_ || !ws_.is_open()) return;
+  const server_config& config = state_->config;
+  const auto now = std::chrono::steady_clock::now();
+  const progress_seen current{frames_received_, ws_.next_layer().flushes_completed(),
+                              lowest::unacked_bytes(beast::get_lowest_layer(ws_))};
+  const bool taken =
+      current.flushes != progress_seen_.flushes || current.unacked < progress_seen_.unacked;
+  const bool progress =
+      current.frames != progress_seen_.frames || (progress_seen_.waiting && taken);
+  const bool waiting = !outbox_.empty() || write_in_flight_ || current.unacked > 0 ||
+                       ws_.next_layer().buffered_bytes() > 0;
+  progress_seen_ = current;
+  progress_seen_.waiting = waiting;
+  if (progress) {
+    quiet_since_ = now;
+    ping_outstanding_ = false;
+  }
+  const auto quiet = now - quiet_since_;
+  if (waiting) {
+    if (quiet >= config.send_timeout) {
+      close_slow_consumer();
+      return;
+    }
+  } else if (quiet >= config.idle_timeout) {
+    spdlog::info("conn {}: closing idle connection: nothing received for {} ms", id_,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count());
+    state_->counters.count_close(close_cause::idle);
+    closing_ = true;
+    cancel_all_runs(std::nullopt);
+    outbox_.close();
+    close_socket();
+    return;
+  } else if (quiet >= config.idle_timeout / 2 && !ping_outstanding_) {
+    ping_outstanding_ = true;
+    asio::co_spawn(
+        ws_.get_executor(),
+        [](std::shared_ptr<basic_session> self) -> asio::awaitable<void> {
+          co_await self->ws_.async_ping({}, nothrow);
+        }(shared_self()),
+        asio::detached);
+  }
+  arm_liveness_check();
+}
+
+template <class Transport>
+void basic_session<Transport>::note_handshake_deadline() {
+  spdlog::info("conn {}: closed before the upgrade: {} ms since the accept", id_,
+               state_->config.handshake_timeout.count());
+  state_->counters.count_close(close_cause::handshake_deadline);
 }
 
 template <class Transport>

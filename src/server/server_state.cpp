@@ -15,6 +15,26 @@ std::size_t effective_max_sockets(const server_config& config) {
 
 namespace agentws::detail {
 
+std::string_view to_string(close_cause cause) noexcept {
+  switch (cause) {
+    case close_cause::idle:
+      return "idle";
+    case close_cause::slow_consumer:
+      return "slow_consumer";
+    case close_cause::handshake_deadline:
+      return "handshake_deadline";
+    case close_cause::evicted:
+      return "evicted";
+    case close_cause::shutdown_forced:
+      return "shutdown_forced";
+    case close_cause::message_too_big:
+      return "message_too_big";
+    case close_cause::protocol_error:
+      return "protocol_error";
+  }
+  return "unknown";
+}
+
 server_stats server_counters::snapshot() const {
   auto get = [](const std::atomic<std::uint64_t>& v) { return v.load(std::memory_order_relaxed); };
   server_stats s;
@@ -114,6 +134,13 @@ std::string server_counters::render_metrics() const {
          command_read_pauses.load(std::memory_order_relaxed));
   metric("slow_consumer_closes_total", "counter", "Connections closed for not reading.",
          s.slow_consumer_closes);
+  for (std::size_t i = 0; i < close_cause_count; ++i) {
+    const std::string label =
+        "cause=\"" + std::string(to_string(static_cast<close_cause>(i))) + "\"";
+    metric("closes_total", i == 0 ? "counter" : "",
+           i == 0 ? "Connections the server closed on its own, by cause." : "",
+           closes_by_cause[i].load(std::memory_order_relaxed), label);
+  }
   metric("sockets_open", "gauge", "Accepted sockets, before and after the upgrade.",
          s.sockets_open);
   metric("sockets_closed_at_accept_total", "counter",

@@ -39,6 +39,19 @@ struct fixed_histogram {
   }
 };
 
+// Why the server closed a connection on its own (never the peer's doing).
+enum class close_cause : std::size_t {
+  idle,                // nothing received or taken for the idle timeout
+  slow_consumer,       // events waiting, nothing taken for the send timeout
+  handshake_deadline,  // not upgraded within the handshake timeout of the accept
+  evicted,             // not upgraded, and its slot was needed
+  shutdown_forced,     // still open when the shutdown grace ended
+  message_too_big,     // 1009
+  protocol_error,      // the peer broke RFC 6455 (1002 and the like)
+};
+inline constexpr std::size_t close_cause_count = 7;
+std::string_view to_string(close_cause cause) noexcept;
+
 struct server_counters {
   std::atomic<std::uint64_t> connections_open{0};
   std::atomic<std::uint64_t> connections_total{0};
@@ -59,6 +72,10 @@ struct server_counters {
   std::atomic<std::uint64_t> sockets_refused_full{0};
   std::atomic<std::uint64_t> sockets_refused_address{0};
   std::atomic<std::uint64_t> accept_fd_exhausted{0};
+  std::array<std::atomic<std::uint64_t>, close_cause_count> closes_by_cause{};
+  void count_close(close_cause cause) noexcept {
+    closes_by_cause[static_cast<std::size_t>(cause)].fetch_add(1, std::memory_order_relaxed);
+  }
   std::array<std::atomic<std::uint64_t>, protocol_error_code_count> errors_by_code{};
   // From reading a cancel_run to handing its run_cancelled to the socket.
   fixed_histogram<9> cancel_latency_seconds{
