@@ -32,6 +32,7 @@ struct lowest_layer_ops<boost::beast::test::stream> {
   static void expires_after(boost::beast::test::stream&, std::chrono::milliseconds) {}
   static void expires_never(boost::beast::test::stream&) {}
   static std::string peer_address(boost::beast::test::stream&) { return "in-memory"; }
+  static std::size_t unacked_bytes(boost::beast::test::stream&) { return 0; }
 };
 
 }  // namespace agentws::detail
