@@ -103,6 +103,7 @@ struct server_stats {
   std::uint64_t outbox_waits = 0;             // a run found its connection's outbox full
   std::uint64_t command_read_pauses = 0;      // a reader waited for answers to be sent
   std::uint64_t sockets_open = 0;             // accepted sockets, upgraded or not
+  std::uint64_t sockets_accepted = 0;         // every socket admitted, ever
   std::uint64_t sockets_evicted = 0;          // pre-upgrade sockets closed to make room
   std::uint64_t sockets_refused_full = 0;     // closed at accept: every slot a WebSocket
   std::uint64_t sockets_refused_address = 0;  // closed at accept: per-address cap

@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <malloc.h>
@@ -12,6 +13,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -19,6 +21,7 @@
 
 #include "agentws/events.hpp"
 #include "agentws/server.hpp"
+#include "apps/memory_trim.hpp"
 #include "apps/server_options.hpp"
 
 namespace {
@@ -169,11 +172,45 @@ int main(int argc, char** argv) {
   // The signal set lives on a strand of its own: the stop callback must cancel
   // its pending wait, or the first context's run() would never return.
   auto signal_strand = boost::asio::make_strand(io);
+
+  // Freed memory is kept for the next burst (above) and given back once the
+  // load has fallen for good (see trim_schedule).
+  agentws::trim_schedule trim;
+  agentws::server_stats last_seen;
+  boost::asio::steady_timer trim_timer(signal_strand);
+  std::function<void()> watch_memory = [&] {
+    trim_timer.expires_after(std::chrono::seconds(1));
+    trim_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      // The load: what is open now, or what arrived since the last look if
+      // more (a burst can come and go between two looks).
+      const agentws::server_stats stats = server.stats();
+      const std::uint64_t arrived = (stats.sockets_accepted - last_seen.sockets_accepted) +
+                                    (stats.runs_started - last_seen.runs_started);
+      last_seen = stats;
+      const std::uint64_t peak = trim.peak();
+      const std::uint64_t load = std::max(stats.sockets_open + stats.runs_active, arrived);
+      if (trim.observe(load)) {
+        const std::int64_t released = agentws::give_back_free_memory();
+        spdlog::info(
+            "load fell from {} to {} (sockets and runs): gave back {:.1f} MiB of freed memory",
+            peak, load, static_cast<double>(released) / (1024.0 * 1024.0));
+      }
+      watch_memory();
+    });
+  };
+  watch_memory();
+
   boost::asio::signal_set signals(signal_strand, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signal_number) {
     if (ec) return;
     spdlog::info("signal {}: stopping (send it again to exit at once)", signal_number);
-    server.stop([&] { boost::asio::post(signal_strand, [&] { signals.cancel(); }); });
+    server.stop([&] {
+      boost::asio::post(signal_strand, [&] {
+        signals.cancel();
+        trim_timer.cancel();
+      });
+    });
     signals.async_wait([](const boost::system::error_code& again, int number) {
       if (!again) std::_Exit(128 + number);
     });

@@ -56,6 +56,7 @@ server_stats server_counters::snapshot() const {
   s.outbox_waits = get(outbox_waits);
   s.command_read_pauses = get(command_read_pauses);
   s.sockets_open = get(sockets_open);
+  s.sockets_accepted = get(sockets_accepted);
   s.sockets_evicted = get(sockets_evicted);
   s.sockets_refused_full = get(sockets_refused_full);
   s.sockets_refused_address = get(sockets_refused_address);
@@ -143,6 +144,8 @@ std::string server_counters::render_metrics() const {
   }
   metric("sockets_open", "gauge", "Accepted sockets, before and after the upgrade.",
          s.sockets_open);
+  metric("sockets_accepted_total", "counter", "Sockets admitted past the limits' checks.",
+         s.sockets_accepted);
   metric("sockets_closed_at_accept_total", "counter",
          "Sockets closed at accept, by cause: every slot a WebSocket, the per-address cap.",
          s.sockets_refused_full, R"(cause="full")");
@@ -184,6 +187,7 @@ socket_table::admission server_state::admit_socket(const std::string& address, s
   }
   switch (answer.outcome) {
     case socket_table::verdict::admitted:
+      counters.sockets_accepted.fetch_add(1, std::memory_order_relaxed);
       if (answer.evict != 0) counters.sockets_evicted.fetch_add(1, std::memory_order_relaxed);
       break;
     case socket_table::verdict::refused_full:

@@ -68,6 +68,7 @@ struct server_counters {
   std::atomic<std::uint64_t> outbox_waits{0};         // a run found the outbox full
   std::atomic<std::uint64_t> command_read_pauses{0};  // a reader waited for answers to go
   std::atomic<std::uint64_t> sockets_open{0};
+  std::atomic<std::uint64_t> sockets_accepted{0};
   std::atomic<std::uint64_t> sockets_evicted{0};
   std::atomic<std::uint64_t> sockets_refused_full{0};
   std::atomic<std::uint64_t> sockets_refused_address{0};
