@@ -914,8 +914,9 @@ TEST_CASE("fields: run_id of every wrong type answers missing_run_id", "[bad_inp
     }
     cases.push_back({head + "}", "run_id is required", "missing_run_id"});
     cases.push_back({head + R"(,"runid":"r"})", "run_id is required", "missing_run_id"});
-    cases.push_back(
-        {head + R"(,"run_id":"r","run_id":null})", "run_id is required", "missing_run_id"});
+    // A second run_id is no longer the one that counts: it is refused.
+    cases.push_back({head + R"(,"run_id":"r","run_id":null})",
+                     R"(Invalid JSON: duplicate key "run_id")", "invalid_json"});
     cases.push_back({head + R"(,"run_id":"","request_id":"q"})",
                      "run_id is required",
                      "missing_run_id",

@@ -70,6 +70,7 @@ TEST_CASE("ws-server options: the defaults", "[protocol][server_options]") {
   CHECK(o.config.limits.max_message_bytes == defaults.limits.max_message_bytes);
   CHECK(o.config.outbox_bytes == defaults.outbox_bytes);
   CHECK(o.config.idle_timeout == defaults.idle_timeout);
+  CHECK(o.config.shutdown_grace.count() == 1000);
   CHECK(o.log_level == spdlog::level::info);
   CHECK_FALSE(o.json_logs);
 }
@@ -111,6 +112,8 @@ TEST_CASE("ws-server options: every value is stored", "[protocol][server_options
                                  "1000",
                                  "--send-timeout-ms",
                                  "86400000",
+                                 "--shutdown-grace-ms",
+                                 "250",
                                  "--allow-origin",
                                  "*",
                                  "--allow-origin",
@@ -134,9 +137,23 @@ TEST_CASE("ws-server options: every value is stored", "[protocol][server_options
   CHECK(o.config.handshake_timeout.count() == 100);
   CHECK(o.config.idle_timeout.count() == 1000);
   CHECK(o.config.send_timeout.count() == 86'400'000);
+  CHECK(o.config.shutdown_grace.count() == 250);
   CHECK(o.config.allowed_origins == std::vector<std::string>{"*", "https://a.example"});
   CHECK(o.log_level == spdlog::level::debug);
   CHECK(o.json_logs);
+}
+
+TEST_CASE("ws-server options: --shutdown-grace-ms from 100 ms to 10 minutes",
+          "[protocol][server_options]") {
+  CHECK(accepted(parse({"--shutdown-grace-ms", "100"})).config.shutdown_grace.count() == 100);
+  CHECK(accepted(parse({"--shutdown-grace-ms", "600000"})).config.shutdown_grace.count() ==
+        600'000);
+  for (const char* bad : {"0", "99", "600001", "-1", "1s", "", "1e3"}) {
+    INFO(bad);
+    CHECK(refused(parse({"--shutdown-grace-ms", bad})) ==
+          std::string("ws-server: --shutdown-grace-ms: '") + bad +
+              "' is not an integer from 100 to 600000\nTry 'ws-server --help'.\n");
+  }
 }
 
 TEST_CASE("ws-server options: negative numbers no longer wrap", "[protocol][server_options]") {
@@ -241,7 +258,7 @@ TEST_CASE("ws-server options: --help shows every range, --version the version",
        {"--threads arg (=4)", "1..1024", "0..65535", "0..--max-steps", "0..--max-interval-ms",
         "1..1048576", "1..65536", "4096..67108864", "1..9007199254740991", "0..86400000",
         "100..600000", "1000..86400000", "(it cannot be switched off)", "Log times are UTC",
-        "--max-run-id-bytes"}) {
+        "--max-run-id-bytes", "--shutdown-grace-ms arg (=1000)", "within --shutdown-grace-ms"}) {
     INFO(text);
     CHECK(text_of_help.find(text) != std::string::npos);
   }

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace agentws {
 
@@ -44,6 +45,43 @@ std::string check_tls_options(const tls_options& tls);
 // says why ("certificate verification failed: hostname mismatch").
 const boost::system::error_category& certificate_category() noexcept;
 
+// What the WebSocket upgrade request carries besides the handshake's own headers.
+struct handshake_options {
+  std::string token;   // sent as "Authorization: Bearer <token>" when not empty
+  std::string origin;  // the Origin header, when not empty
+  // Extra headers, added in order after the above (one may replace them).
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// The server's HTTP answer when it declined the WebSocket upgrade.
+struct upgrade_refusal {
+  unsigned status = 0;  // 401, 403, 404, 503...
+  std::string reason;   // "Unauthorized"
+};
+
+// The line ws-client prints for a connect() that failed, e.g.
+//   "server refused the WebSocket upgrade: 401 Unauthorized (...--token...)"
+//   "cannot connect to ws://127.0.0.1:8000/ws: Connection refused"
+// `token_sent` chooses the hint for a 401.
+std::string describe_connect_failure(const ws_url& url, const boost::system::error_code& ec,
+                                     const std::optional<upgrade_refusal>& refusal,
+                                     bool token_sent);
+
+// Whether connecting again may succeed: not after a certificate that failed
+// verification, nor after a 4xx answer to the upgrade (5xx: maybe later).
+bool worth_retrying(const boost::system::error_code& ec,
+                    const std::optional<upgrade_refusal>& refusal);
+
+// A close frame the server sent on its own (not the answer to ours).
+struct server_close {
+  unsigned code = 0;
+  std::string reason;
+};
+
+// "server closed the connection (1001 server shutdown)": the code and the
+// reason the server gave, escaped.
+std::string describe_server_close(const server_close& close);
+
 // One client connection. All calls must come from the same strand (or one
 // thread); sends are queued and written by one writer in order.
 class client_connection {
@@ -54,12 +92,16 @@ class client_connection {
   client_connection& operator=(const client_connection&) = delete;
 
   // Resolves, connects and performs the TLS (for wss://) and WebSocket
-  // handshakes, all within `timeout`. A non-empty `token` is sent as
-  // "Authorization: Bearer <token>". `tls` is used only for wss:// URLs.
+  // handshakes, all within `timeout`. `handshake` adds the token, Origin and
+  // extra headers to the upgrade request. `tls` is used only for wss:// URLs.
+  // When the server declines the upgrade, refusal() says how.
   boost::asio::awaitable<boost::system::error_code> connect(const ws_url& url,
                                                             std::chrono::milliseconds timeout,
-                                                            std::string token = {},
+                                                            handshake_options handshake = {},
                                                             tls_options tls = {});
+
+  // The server's answer when connect() failed because it declined the upgrade.
+  const std::optional<upgrade_refusal>& refusal() const noexcept;
 
   // Queues one text frame. Never waits; frames go out in call order.
   void send(std::string text);
@@ -72,11 +114,16 @@ class client_connection {
   // until read() reports the end.
   void close();
 
-  // Closes the socket at once.
+  // Closes the socket at once; frames not yet written are dropped.
   void abort();
 
   // The close code the server sent, if any (0 when none).
   unsigned close_code() const noexcept;
+
+  // After read() reported websocket::error::closed: the server's close frame
+  // when the server closed first (or closed with another code than our 1000
+  // while ours was under way), nullopt when it only answered our close.
+  std::optional<server_close> closed_by_server() const;
 
  private:
   struct impl;

@@ -1,14 +1,18 @@
 // ws-client's interactive mode: commands typed at a terminal or piped in,
-//   start r1 steps=3 interval_ms=100 | cancel r1 | list | help | quit
+//   start r1 steps=3 interval_ms=100 | cancel r1 | raw {...} | list | help | quit | quit!
 // parsed purely here, run against a connection by run_interactive().
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
 
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <variant>
+#include <vector>
 
 #include "agentws/protocol.hpp"
 #include "agentws/scenario.hpp"
@@ -22,17 +26,25 @@ struct interactive_start {
 struct interactive_cancel {
   std::string run_id;
 };
+// Text sent as one frame, as typed: any text, even invalid JSON.
+struct interactive_raw {
+  std::string text;
+};
 struct interactive_list {};
 struct interactive_help {};
-struct interactive_quit {};
+// quit: close once the started runs have ended. quit!: close at once (the
+// server cancels the runs when the connection closes).
+struct interactive_quit {
+  bool now = false;
+};
 struct interactive_blank {};
 struct interactive_mistake {
   std::string message;
 };
 
 using interactive_command =
-    std::variant<interactive_start, interactive_cancel, interactive_list, interactive_help,
-                 interactive_quit, interactive_blank, interactive_mistake>;
+    std::variant<interactive_start, interactive_cancel, interactive_raw, interactive_list,
+                 interactive_help, interactive_quit, interactive_blank, interactive_mistake>;
 
 // Parses one input line. Never throws.
 interactive_command parse_interactive_line(std::string_view line);
@@ -53,12 +65,19 @@ struct interactive_options {
   std::string token;
   bool reconnect = false;  // on connection loss: retry with back-off
   std::chrono::milliseconds connect_timeout{5000};
-  tls_options tls;  // for wss:// URLs
+  tls_options tls;     // for wss:// URLs
+  std::string origin;  // the Origin header of the upgrade request, when set
+  std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
+  run_params_override default_params;                        // for a start that does not say
+  // The whole session gives up after this (exit timeout); none: no limit.
+  std::optional<std::chrono::milliseconds> timeout;
 };
 
-// Runs until `quit`, or end of input once every started run has ended.
-// Exit status as for scenarios: ok, unexpected (protocol violations seen),
-// connection (could not connect, or lost it without --reconnect).
+// Runs until `quit!`, or `quit` or end of input once every started run has
+// ended (also after reconnecting; runs of a lost connection are lost).
+// Exit status as for scenarios: ok, unexpected (protocol violations seen,
+// listed at the end), connection (could not connect, the server refused or
+// closed the connection, or it was lost without --reconnect), timeout.
 boost::asio::awaitable<scenario_exit> run_interactive(const interactive_options& options,
                                                       interactive_input& input,
                                                       const scenario_output& output);

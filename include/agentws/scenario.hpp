@@ -28,14 +28,25 @@ struct planned_cancel {
 
 struct scenario {
   std::string url = "ws://localhost:8000/ws";
-  std::string token;  // sent as "Authorization: Bearer <token>" when set
-  tls_options tls;    // for wss:// URLs
+  std::string token;   // sent as "Authorization: Bearer <token>" when set
+  std::string origin;  // the Origin header of the upgrade request, when set
+  std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
+  tls_options tls;                                           // for wss:// URLs
   std::vector<std::string> runs{"run-001", "run-002"};
   std::vector<planned_cancel> cancels{{"run-002", std::chrono::milliseconds(2500)}};
   run_params_override params;  // sent only when set: the original server has no params
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds timeout{60'000};  // for the whole scenario
 };
+
+// The longest run_id the client sends: the protocol's default limit (ws-server
+// --max-run-id-bytes). A longer id is refused with an error that names no
+// run, so no run could wait for its answer.
+inline constexpr std::size_t max_run_id_bytes = 256;
+
+// Why `run_id` cannot be sent ("the run_id is empty", "the run_id is 300
+// bytes, longer than 256"), or nullopt when it can.
+std::optional<std::string> run_id_problem(std::string_view run_id);
 
 // Parses "run-002@2.5" (seconds). nullopt if malformed.
 std::optional<planned_cancel> parse_planned_cancel(std::string_view text);
@@ -54,25 +65,42 @@ struct run_report {
 };
 
 // Follows runs from their events and checks the contract's ordering rules.
+// A run_id may be reused: each start is its own run report, and the server's
+// answers for one id arrive in the order its commands were sent, so each
+// answer goes to the oldest start (or cancel) of that id still waiting for one.
 class run_tracker {
  public:
+  // `runs` are started at once; `cancels` say which are expected to be cancelled.
   run_tracker(const std::vector<std::string>& runs, const std::vector<planned_cancel>& cancels);
 
   void on_event(const received_event& event);
-  // Starts following `run_id` afresh (a new run, or a reused id).
+  // A start_run for `run_id` was sent: a new run report, waiting for its answer
+  // (the id may still be running: the server then refuses the start).
   void track(const std::string& run_id, run_outcome expected);
+  // A cancel_run for `run_id` was sent: its refusal ("No active run to
+  // cancel") is an answer, not a problem.
+  void cancel_sent(const std::string& run_id);
+  // A frame the client does not understand itself was sent (ws-client -i's
+  // raw): the next refusal that no start or cancel explains is its answer.
+  void raw_sent();
   // The connection ended: runs still going are lost.
   void connection_lost();
   bool all_finished() const;
   bool all_as_expected() const;
+  // Run reports in the order the starts were sent.
   const std::vector<run_report>& reports() const noexcept { return reports_; }
   // Contract violations seen (events after a terminal, steps out of order...).
   const std::vector<std::string>& problems() const noexcept { return problems_; }
 
  private:
-  run_report* find(const std::string& run_id);
+  // The report an event of `run_id` belongs to: its running run, else its
+  // oldest start without an answer, else its latest run. nullptr: none.
+  run_report* current(const std::string& run_id);
+  run_report* oldest_unanswered(const std::string& run_id);
   std::vector<run_report> reports_;
   std::vector<std::string> problems_;
+  std::map<std::string, std::uint64_t> pending_cancels_;
+  std::uint64_t pending_raw_ = 0;
 };
 
 // One readable line per event, e.g.

@@ -131,6 +131,13 @@ std::vector<numeric_option> numeric_options(const server_options& defaults) {
        [](server_options& o, std::uint64_t v) {
          o.config.send_timeout = std::chrono::milliseconds(v);
        }},
+      {"shutdown-grace-ms", r::shutdown_grace_ms, ms(c.shutdown_grace),
+       "on SIGINT/SIGTERM, connections still open after this are closed without their "
+       "run_cancelled and 1001 close, " +
+           range_text(r::shutdown_grace_ms),
+       [](server_options& o, std::uint64_t v) {
+         o.config.shutdown_grace = std::chrono::milliseconds(v);
+       }},
   };
 }
 
@@ -174,8 +181,8 @@ const char* help_epilogue =
     "\nEvery number is checked against its range (min..max) before the server starts: a value\n"
     "given outside it is refused (exit 2), never clamped. Log times are UTC, in text and JSON\n"
     "logs alike.\n"
-    "SIGINT/SIGTERM stop gracefully (runs get run_cancelled, reason \"shutdown\"); a second\n"
-    "signal exits at once.\n";
+    "SIGINT/SIGTERM stop gracefully (runs get run_cancelled, reason \"shutdown\", then a 1001\n"
+    "close, within --shutdown-grace-ms); a second signal exits at once.\n";
 
 }  // namespace
 

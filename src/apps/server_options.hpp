@@ -60,6 +60,8 @@ inline constexpr integer_range notsent_lowat_bytes{0, 64 * 1024 * 1024};
 inline constexpr integer_range handshake_timeout_ms{100, 600'000};
 inline constexpr integer_range idle_timeout_ms{1000, 86'400'000};
 inline constexpr integer_range send_timeout_ms{1000, 86'400'000};
+// At least the time a reading client needs for its run_cancelled and the close.
+inline constexpr integer_range shutdown_grace_ms{100, 600'000};
 }  // namespace server_ranges
 
 // Reads ws-server's arguments (argv[0] is skipped). `hardware_threads` is the

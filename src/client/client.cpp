@@ -22,6 +22,7 @@
 #include <fstream>
 #include <variant>
 
+#include "agentws/events.hpp"
 #include "common/outbox.hpp"
 
 namespace agentws {
@@ -186,6 +187,7 @@ struct client_connection::impl : std::enable_shared_from_this<impl> {
       }
     }
     if (closing && visit([](auto& stream) { return stream.is_open(); })) {
+      close_started = true;
       co_await visit(
           [](auto& stream) { return stream.async_close(websocket::close_code::normal, nothrow); });
     }
@@ -197,6 +199,10 @@ struct client_connection::impl : std::enable_shared_from_this<impl> {
   detail::outbox outbox;
   beast::flat_buffer buffer;
   bool closing = false;
+  bool close_started = false;  // our close frame is on its way
+  bool close_received = false;
+  bool close_received_first = false;  // the server's close came before ours went out
+  std::optional<upgrade_refusal> refusal;
 };
 
 client_connection::client_connection(asio::any_io_executor executor)
@@ -209,7 +215,9 @@ client_connection::~client_connection() {
 
 asio::awaitable<error_code> client_connection::connect(const ws_url& url,
                                                        std::chrono::milliseconds timeout,
-                                                       std::string token, tls_options tls) {
+                                                       handshake_options handshake,
+                                                       tls_options tls) {
+  impl_->refusal.reset();
   if (url.secure) {
     error_code context_error;
     impl_->tls_context = make_tls_context(tls, context_error);
@@ -267,15 +275,28 @@ asio::awaitable<error_code> client_connection::connect(const ws_url& url,
   // The Host header names what the user typed, with the port, as browsers do.
   const bool bracket = url.host.find(':') != std::string::npos;
   const std::string host = (bracket ? "[" + url.host + "]" : url.host) + ":" + url.port;
-  impl_->visit([&token](auto& ws) {
-    ws.set_option(websocket::stream_base::decorator([token](websocket::request_type& request) {
+  impl_->visit([&handshake](auto& ws) {
+    ws.set_option(websocket::stream_base::decorator([handshake](websocket::request_type& request) {
       request.set(beast::http::field::user_agent, "agentws-client/0.1.0");
-      if (!token.empty()) request.set(beast::http::field::authorization, "Bearer " + token);
+      if (!handshake.token.empty()) {
+        request.set(beast::http::field::authorization, "Bearer " + handshake.token);
+      }
+      if (!handshake.origin.empty()) request.set(beast::http::field::origin, handshake.origin);
+      for (const auto& [name, value] : handshake.headers)
+        request.set(name, value);
     }));
   });
+  websocket::response_type response;
   auto [handshake_error] = co_await impl_->visit(
-      [&](auto& ws) { return ws.async_handshake(host, url.target, nothrow); });
-  if (handshake_error) co_return handshake_error;
+      [&](auto& ws) { return ws.async_handshake(response, host, url.target, nothrow); });
+  if (handshake_error) {
+    // A complete HTTP answer other than 101: the server said no, and why.
+    if (handshake_error == websocket::error::upgrade_declined && response.result_int() != 0 &&
+        response.result() != beast::http::status::switching_protocols) {
+      impl_->refusal = upgrade_refusal{response.result_int(), std::string(response.reason())};
+    }
+    co_return handshake_error;
+  }
   stream.expires_never();
   impl_->visit([](auto& ws) {
     ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
@@ -301,7 +322,17 @@ asio::awaitable<std::pair<error_code, std::string_view>> client_connection::read
   impl_->buffer.consume(impl_->buffer.size());
   auto [ec, n] =
       co_await impl_->visit([this](auto& ws) { return ws.async_read(impl_->buffer, nothrow); });
-  if (ec) co_return std::pair{ec, std::string_view{}};
+  if (ec) {
+    // A close frame from the server: reason() is set (whether this read or
+    // our own close took it in, which may end this read otherwise).
+    const bool close_frame =
+        impl_->visit([](auto& ws) { return ws.reason().code != websocket::close_code::none; });
+    if (close_frame && !impl_->close_received) {
+      impl_->close_received = true;
+      impl_->close_received_first = !impl_->close_started;
+    }
+    co_return std::pair{ec, std::string_view{}};
+  }
   const auto data = impl_->buffer.cdata();
   co_return std::pair{ec, std::string_view(static_cast<const char*>(data.data()), data.size())};
 }
@@ -312,8 +343,55 @@ void client_connection::close() {
 }
 
 void client_connection::abort() {
+  impl_->outbox.close();  // the writer ends too
   error_code ignored;
   impl_->visit([&ignored](auto& ws) { beast::get_lowest_layer(ws).socket().close(ignored); });
+}
+
+const std::optional<upgrade_refusal>& client_connection::refusal() const noexcept {
+  return impl_->refusal;
+}
+
+std::optional<server_close> client_connection::closed_by_server() const {
+  if (!impl_->close_received) return std::nullopt;
+  const websocket::close_reason reason =
+      std::visit([](const auto& ws) { return ws.reason(); }, impl_->ws);
+  const unsigned code = static_cast<unsigned>(reason.code);
+  if (!impl_->close_received_first &&
+      code == static_cast<unsigned>(websocket::close_code::normal)) {
+    return std::nullopt;
+  }
+  return server_close{code, std::string(reason.reason.data(), reason.reason.size())};
+}
+
+std::string describe_connect_failure(const ws_url& url, const error_code& ec,
+                                     const std::optional<upgrade_refusal>& refusal,
+                                     bool token_sent) {
+  if (!refusal) return "cannot connect to " + url.to_string() + ": " + ec.message();
+  std::string line = "server refused the WebSocket upgrade: " + std::to_string(refusal->status);
+  if (!refusal->reason.empty()) line += " " + printable(refusal->reason);
+  if (refusal->status == 401) {
+    line += token_sent ? " (the token sent was not accepted: check --token or AGENTWS_TOKEN)"
+                       : " (the server wants a token: pass it with --token or AGENTWS_TOKEN)";
+  } else if (refusal->status == 403) {
+    line += " (the server does not accept this Origin or Host)";
+  } else if (refusal->status == 404) {
+    line += " (no WebSocket at " + printable(url.target) + ": check the URL's path)";
+  } else if (refusal->status == 503) {
+    line += " (the server is at its connection limit: try again later)";
+  }
+  return line;
+}
+
+bool worth_retrying(const error_code& ec, const std::optional<upgrade_refusal>& refusal) {
+  if (ec.category() == certificate_category()) return false;
+  return !refusal || refusal->status >= 500;
+}
+
+std::string describe_server_close(const server_close& close) {
+  std::string line = "server closed the connection (" + std::to_string(close.code);
+  if (!close.reason.empty()) line += " " + printable(close.reason);
+  return line + ")";
 }
 
 unsigned client_connection::close_code() const noexcept {

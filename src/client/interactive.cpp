@@ -1,5 +1,6 @@
 #include "agentws/interactive.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -9,6 +10,8 @@
 #include <optional>
 
 #include "agentws/client.hpp"
+#include "agentws/events.hpp"
+#include "agentws/protocol.hpp"
 
 namespace agentws {
 
@@ -43,16 +46,28 @@ interactive_command parse_interactive_line(std::string_view line) {
   const std::vector<std::string_view> words = split_words(line);
   if (words.empty() || words[0].starts_with("#")) return interactive_blank{};
   const std::string_view verb = words[0];
-  if (verb == "quit" || verb == "exit") return interactive_quit{};
+  if (verb == "quit" || verb == "exit") return interactive_quit{false};
+  if (verb == "quit!" || verb == "exit!") return interactive_quit{true};
   if (verb == "list" || verb == "ls") return interactive_list{};
   if (verb == "help" || verb == "?") return interactive_help{};
+  if (verb == "raw") {
+    // Everything after "raw" and its blanks, as typed (a CR from a CRLF file aside).
+    std::string_view text = line.substr(line.find("raw") + 3);
+    while (!text.empty() && (text.front() == ' ' || text.front() == '\t'))
+      text.remove_prefix(1);
+    if (text.ends_with('\r')) text.remove_suffix(1);
+    if (text.empty()) return interactive_mistake{"usage: raw TEXT (sent as one frame, as it is)"};
+    return interactive_raw{std::string(text)};
+  }
   if (verb == "cancel") {
     if (words.size() != 2) return interactive_mistake{"usage: cancel RUN_ID"};
+    if (auto problem = run_id_problem(words[1])) return interactive_mistake{"cancel: " + *problem};
     return interactive_cancel{std::string(words[1])};
   }
   if (verb == "start") {
     if (words.size() < 2)
       return interactive_mistake{"usage: start RUN_ID [steps=N] [interval_ms=M]"};
+    if (auto problem = run_id_problem(words[1])) return interactive_mistake{"start: " + *problem};
     interactive_start start{std::string(words[1]), {}};
     for (std::size_t i = 2; i < words.size(); ++i) {
       const std::string_view word = words[i];
@@ -80,24 +95,44 @@ std::string_view interactive_help_text() {
   return "commands:\n"
          "  start RUN_ID [steps=N] [interval_ms=M]   start a run\n"
          "  cancel RUN_ID                            cancel a run\n"
+         "  raw TEXT                                 send TEXT as one frame, as it is\n"
          "  list                                     runs and how they ended\n"
-         "  quit                                     close and exit (end of input too,\n"
-         "                                           once every run has ended)";
+         "  quit                                     wait for the started runs to end, then\n"
+         "                                           close and exit (end of input too)\n"
+         "  quit!                                    close and exit at once (the server\n"
+         "                                           cancels the runs still going)";
 }
 
 namespace {
 
 struct interactive_state {
+  explicit interactive_state(const asio::any_io_executor& executor)
+      : retry(executor), deadline(executor) {}
   std::unique_ptr<client_connection> connection;
   run_tracker tracker{{}, {}};
+  asio::steady_timer retry;     // the wait before reconnecting
+  asio::steady_timer deadline;  // --timeout
   bool connected = false;
-  bool input_done = false;
-  bool quitting = false;
+  bool input_done = false;      // end of input
+  bool quit_when_done = false;  // quit
+  bool quit_now = false;        // quit!
   bool closing = false;
+  bool timed_out = false;
+
+  // Nothing more to wait for: quit!, or quit / end of input with every run ended.
+  bool leaving() const {
+    return quit_now || ((input_done || quit_when_done) && tracker.all_finished());
+  }
 };
 
 }  // namespace
 
+// GCC 12 warns that Asio's coroutine frame is freed by a mismatched operator
+// delete: awaitable_frame_base declares both its operator new and delete, the
+// warning comes and goes with the coroutine's inlining, and it is a false
+// positive (GCC bug 104444 and its relatives).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 asio::awaitable<scenario_exit> run_interactive(const interactive_options& options,
                                                interactive_input& input,
                                                const scenario_output& output) {
@@ -117,47 +152,90 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
     }
   }
   const auto executor = co_await asio::this_coro::executor;
-  auto state = std::make_shared<interactive_state>();
+  auto state = std::make_shared<interactive_state>(executor);
 
+  // When there is nothing left to wait for: close the connection, or stop
+  // waiting to reconnect.
   auto close_if_done = [state] {
-    if (state->closing || !state->connected) return;
-    if (state->quitting || (state->input_done && state->tracker.all_finished())) {
+    if (state->closing || !state->leaving()) return;
+    if (state->connected) {
       state->closing = true;
       state->connection->close();
+    } else {
+      state->retry.cancel();
     }
   };
-  auto on_line = [state, notice, close_if_done](std::optional<std::string> line) {
+  auto on_line = [state, notice, close_if_done,
+                  defaults = options.default_params](std::optional<std::string> line) {
     if (!line) {
       state->input_done = true;
       close_if_done();
       return;
     }
+    if (state->closing || state->timed_out) return;
     std::visit(
         [&](auto&& request) {
           using type = std::decay_t<decltype(request)>;
           if constexpr (std::is_same_v<type, interactive_start> ||
-                        std::is_same_v<type, interactive_cancel>) {
+                        std::is_same_v<type, interactive_cancel> ||
+                        std::is_same_v<type, interactive_raw>) {
             if (!state->connected) {
               notice("not connected: command not sent");
               return;
             }
             if constexpr (std::is_same_v<type, interactive_start>) {
+              run_params_override params = request.params;
+              if (!params.steps) params.steps = defaults.steps;
+              if (!params.interval_ms) params.interval_ms = defaults.interval_ms;
               state->tracker.track(request.run_id, run_outcome::done);
-              state->connection->send(make_start_run(request.run_id, request.params));
-            } else {
+              state->connection->send(make_start_run(request.run_id, params));
+            } else if constexpr (std::is_same_v<type, interactive_cancel>) {
+              state->tracker.cancel_sent(request.run_id);
               state->connection->send(make_cancel_run(request.run_id));
+            } else {
+              // Follow what the server will make of it: a start or a cancel
+              // it accepts is tracked like a typed one.
+              const parse_result parsed = parse_command(request.text, protocol_limits{});
+              const auto* understood = std::get_if<agentws::command>(&parsed);
+              if (const auto* start =
+                      understood ? std::get_if<start_run_command>(understood) : nullptr) {
+                state->tracker.track(start->run_id, run_outcome::done);
+              } else if (const auto* cancel =
+                             understood ? std::get_if<cancel_run_command>(understood) : nullptr) {
+                state->tracker.cancel_sent(cancel->run_id);
+              } else {
+                state->tracker.raw_sent();
+              }
+              state->connection->send(request.text);
             }
           } else if constexpr (std::is_same_v<type, interactive_list>) {
             if (state->tracker.reports().empty()) notice("no runs yet");
             for (const auto& r : state->tracker.reports()) {
-              notice(printable(r.run_id) + ": " + std::string(to_string(r.outcome)) + ", " +
-                     std::to_string(r.events) + " events" +
-                     (r.detail.empty() ? "" : ", " + printable(r.detail)));
+              // A start sent but not yet answered is on its way, not refused.
+              const std::string outcome = r.outcome == run_outcome::not_started
+                                              ? "starting (no answer yet)"
+                                              : std::string(to_string(r.outcome));
+              notice(printable(r.run_id) + ": " + outcome + ", " + std::to_string(r.events) +
+                     " events" + (r.detail.empty() ? "" : ", " + printable(r.detail)));
             }
           } else if constexpr (std::is_same_v<type, interactive_help>) {
             notice(std::string(interactive_help_text()));
           } else if constexpr (std::is_same_v<type, interactive_quit>) {
-            state->quitting = true;
+            if (request.now) {
+              state->quit_now = true;
+            } else {
+              state->quit_when_done = true;
+              std::size_t going = 0;
+              for (const auto& r : state->tracker.reports()) {
+                if (r.outcome == run_outcome::running || r.outcome == run_outcome::not_started) {
+                  ++going;
+                }
+              }
+              if (going > 0) {
+                notice("waiting for " + std::to_string(going) + (going == 1 ? " run" : " runs") +
+                       " to end (quit! leaves at once)");
+              }
+            }
             close_if_done();
           } else if constexpr (std::is_same_v<type, interactive_mistake>) {
             notice(request.message);
@@ -166,21 +244,56 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
         parse_interactive_line(*line));
   };
 
+  if (options.timeout) {
+    state->deadline.expires_after(*options.timeout);
+    state->deadline.async_wait([state](const boost::system::error_code& ec) {
+      if (ec) return;
+      state->timed_out = true;
+      state->retry.cancel();
+      if (state->connection) state->connection->abort();
+    });
+  }
+  // Every way out: the deadline stops, the problems seen are listed.
+  auto finish = [state, notice, &options](scenario_exit exit) {
+    state->deadline.cancel();
+    // The connection outlives this coroutine (the input holds the state):
+    // its writer must not keep waiting for frames.
+    if (state->connection) state->connection->abort();
+    if (state->timed_out) {
+      notice("timed out after " + std::to_string(options.timeout->count()) + " ms");
+      return scenario_exit::timeout;
+    }
+    for (const auto& problem : state->tracker.problems())
+      notice("problem: " + problem);
+    if (exit == scenario_exit::ok && !state->tracker.problems().empty()) {
+      return scenario_exit::unexpected;
+    }
+    return exit;
+  };
+
+  // Named, not a braced temporary in the call: GCC 12 destroys such an
+  // argument of a coroutine twice.
+  const handshake_options handshake{options.token, options.origin, options.headers};
   bool input_started = false;
   std::chrono::milliseconds backoff{250};
   for (;;) {
     state->connection = std::make_unique<client_connection>(executor);
-    auto ec = co_await state->connection->connect(*url, options.connect_timeout, options.token,
-                                                  options.tls);
+    auto ec =
+        co_await state->connection->connect(*url, options.connect_timeout, handshake, options.tls);
+    if (state->timed_out) co_return finish(scenario_exit::timeout);
     if (ec) {
-      notice("cannot connect to " + url->to_string() + ": " + ec.message());
-      // A certificate that fails verification will not pass on a retry.
-      if (!options.reconnect || state->quitting || ec.category() == certificate_category()) {
-        co_return scenario_exit::connection;
+      const std::optional<upgrade_refusal> refusal = state->connection->refusal();
+      notice(describe_connect_failure(*url, ec, refusal, !options.token.empty()));
+      // A certificate that fails verification, or a 4xx, will not pass on a retry.
+      if (!options.reconnect || state->leaving() || !worth_retrying(ec, refusal)) {
+        co_return finish(scenario_exit::connection);
       }
       notice("retrying in " + std::to_string(backoff.count()) + " ms");
-      asio::steady_timer wait(executor, backoff);
-      co_await wait.async_wait(asio::use_awaitable);
+      state->retry.expires_after(backoff);
+      co_await state->retry.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (state->timed_out) co_return finish(scenario_exit::timeout);
+      // End of input (or quit) while disconnected: nothing is left to wait for.
+      if (state->leaving()) co_return finish(scenario_exit::connection);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(8000));
       continue;
     }
@@ -189,7 +302,7 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
     notice("connected to " + url->to_string() + " (type help for commands)");
     if (!input_started) {
       input_started = true;
-      input.start([state, on_line, executor](std::optional<std::string> line) {
+      input.start([on_line, executor](std::optional<std::string> line) {
         asio::post(executor, [on_line, line = std::move(line)] { on_line(line); });
       });
     }
@@ -203,14 +316,28 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
         break;
       }
       std::optional<received_event> event = parse_event(text);
-      if (!event) continue;
+      if (!event) {
+        notice("ignoring a frame that is not an event: " + printable(text.substr(0, 120)));
+        continue;
+      }
       state->tracker.on_event(*event);
       if (output.on_event) output.on_event(std::string(text), *event);
+      if (event->kind == event_kind::error && !event->run_id.empty()) {
+        for (const auto& r : state->tracker.reports()) {
+          if (r.run_id == event->run_id && r.outcome == run_outcome::running) {
+            notice(printable(r.run_id) + " goes on: the server refused the command (" +
+                   printable(event->message) + ")");
+            break;
+          }
+        }
+      }
       close_if_done();
     }
     state->connected = false;
-    if (state->closing) break;
-    // Lost without asking: say which runs went with the connection.
+    if (state->timed_out) co_return finish(scenario_exit::timeout);
+    const std::optional<server_close> server_closed = state->connection->closed_by_server();
+    if (state->closing && !server_closed) break;
+    // Lost without asking, or closed by the server: say which runs went with it.
     std::string lost;
     for (const auto& r : state->tracker.reports()) {
       if (r.outcome == run_outcome::running || r.outcome == run_outcome::not_started) {
@@ -218,11 +345,17 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
       }
     }
     state->tracker.connection_lost();
-    notice("connection lost (" + end.message() + ")" +
+    notice((server_closed ? describe_server_close(*server_closed)
+                          : "connection lost (" + end.message() + ")") +
            (lost.empty() ? "" : "; runs lost: " + lost));
-    if (!options.reconnect) co_return scenario_exit::connection;
+    if (!options.reconnect || state->closing || state->leaving()) {
+      co_return finish(scenario_exit::connection);
+    }
+    notice("reconnecting");
   }
-  co_return state->tracker.problems().empty() ? scenario_exit::ok : scenario_exit::unexpected;
+  co_return finish(scenario_exit::ok);
 }
+
+#pragma GCC diagnostic pop
 
 }  // namespace agentws

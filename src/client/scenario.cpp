@@ -40,6 +40,15 @@ bool is_finished(run_outcome outcome) {
 
 }  // namespace
 
+std::optional<std::string> run_id_problem(std::string_view run_id) {
+  if (run_id.empty()) return "the run_id is empty";
+  if (run_id.size() > max_run_id_bytes) {
+    return "the run_id is " + std::to_string(run_id.size()) + " bytes, longer than " +
+           std::to_string(max_run_id_bytes);
+  }
+  return std::nullopt;
+}
+
 std::optional<planned_cancel> parse_planned_cancel(std::string_view text) {
   const std::size_t at = text.rfind('@');
   if (at == std::string_view::npos || at == 0 || at + 1 == text.size()) return std::nullopt;
@@ -92,11 +101,15 @@ void run_tracker::track(const std::string& run_id, run_outcome expected) {
   run_report fresh;
   fresh.run_id = run_id;
   fresh.expected = expected;
-  if (run_report* existing = find(run_id)) {
-    *existing = std::move(fresh);
-  } else {
-    reports_.push_back(std::move(fresh));
-  }
+  reports_.push_back(std::move(fresh));
+}
+
+void run_tracker::cancel_sent(const std::string& run_id) {
+  ++pending_cancels_[run_id];
+}
+
+void run_tracker::raw_sent() {
+  ++pending_raw_;
 }
 
 void run_tracker::connection_lost() {
@@ -106,42 +119,105 @@ void run_tracker::connection_lost() {
       report.detail = "connection lost";
     }
   }
+  // Commands sent on the lost connection will never be answered.
+  pending_cancels_.clear();
+  pending_raw_ = 0;
 }
 
-run_report* run_tracker::find(const std::string& run_id) {
-  auto it = std::find_if(reports_.begin(), reports_.end(),
-                         [&](const run_report& r) { return r.run_id == run_id; });
+run_report* run_tracker::oldest_unanswered(const std::string& run_id) {
+  auto it = std::find_if(reports_.begin(), reports_.end(), [&](const run_report& r) {
+    return r.run_id == run_id && r.outcome == run_outcome::not_started;
+  });
   return it == reports_.end() ? nullptr : &*it;
 }
+
+run_report* run_tracker::current(const std::string& run_id) {
+  run_report* latest = nullptr;
+  for (auto& report : reports_) {
+    if (report.run_id != run_id) continue;
+    if (report.outcome == run_outcome::running) return &report;
+    latest = &report;
+  }
+  if (run_report* waiting = oldest_unanswered(run_id)) return waiting;
+  return latest;
+}
+
+namespace {
+
+// The refusal of a cancel_run, by code or, from the original server, by message.
+bool is_cancel_refusal(const received_event& event) {
+  return event.code == "run_not_active" ||
+         (event.code.empty() && event.message == "No active run to cancel");
+}
+
+}  // namespace
 
 void run_tracker::on_event(const received_event& event) {
   if (event.kind == event_kind::connected) return;
   if (event.run_id.empty()) {
     if (event.kind == event_kind::error) {
-      problems_.push_back("server error: " + printable(event.message));
+      if (pending_raw_ > 0) {
+        --pending_raw_;  // the answer to a raw frame
+      } else {
+        problems_.push_back("server error: " + printable(event.message));
+      }
     }
     return;
   }
-  run_report* run = find(event.run_id);
+  const std::string& id = event.run_id;
+  if (event.kind == event_kind::error) {
+    run_report* run = nullptr;
+    if (is_cancel_refusal(event)) {
+      if (auto pending = pending_cancels_.find(id);
+          pending != pending_cancels_.end() && pending->second > 0) {
+        --pending->second;
+      }
+      run = current(id);
+    } else if (run_report* waiting = oldest_unanswered(id)) {
+      waiting->outcome = run_outcome::refused;  // the start was refused; a running one goes on
+      run = waiting;
+    } else {
+      run = current(id);
+    }
+    if (run) {
+      run->detail = event.message;
+    } else if (pending_raw_ > 0) {
+      --pending_raw_;
+    } else {
+      problems_.push_back("event for a run we did not start: " + printable(id));
+    }
+    return;
+  }
+  if (event.kind == event_kind::run_started) {
+    run_report* waiting = oldest_unanswered(id);
+    run_report* run = current(id);
+    if (!run) {
+      problems_.push_back("event for a run we did not start: " + printable(id));
+    } else if (run->outcome == run_outcome::running) {
+      problems_.push_back("run " + printable(id) + ": started twice");
+    } else if (waiting) {
+      waiting->outcome = run_outcome::running;
+    } else {
+      problems_.push_back("run " + printable(id) + ": " + event.event_type +
+                          " after its terminal event");
+    }
+    return;
+  }
+  if (event.kind != event_kind::run_event && event.kind != event_kind::run_done &&
+      event.kind != event_kind::run_cancelled) {
+    return;  // unknown event types are ignored, as the contract asks
+  }
+  run_report* run = current(id);
   if (!run) {
-    problems_.push_back("event for a run we did not start: " + printable(event.run_id));
+    problems_.push_back("event for a run we did not start: " + printable(id));
     return;
   }
   const std::string who = "run " + printable(run->run_id) + ": ";
-  if (event.kind == event_kind::error) {
-    if (run->outcome == run_outcome::not_started) run->outcome = run_outcome::refused;
-    run->detail = event.message;
-    return;
-  }
   if (is_finished(run->outcome)) {
     problems_.push_back(who + event.event_type + " after its terminal event");
     return;
   }
   switch (event.kind) {
-    case event_kind::run_started:
-      if (run->outcome == run_outcome::running) problems_.push_back(who + "started twice");
-      run->outcome = run_outcome::running;
-      break;
     case event_kind::run_event:
       if (run->outcome != run_outcome::running) {
         problems_.push_back(who + "run_event before run_started");
@@ -161,9 +237,13 @@ void run_tracker::on_event(const received_event& event) {
     case event_kind::run_cancelled:
       run->outcome = run_outcome::cancelled;
       run->detail = event.reason.empty() ? std::string() : "reason=" + event.reason;
+      if (auto pending = pending_cancels_.find(id);
+          pending != pending_cancels_.end() && pending->second > 0 && event.reason != "shutdown") {
+        --pending->second;
+      }
       break;
     default:
-      break;  // unknown event types are ignored, as the contract asks
+      break;
   }
 }
 
@@ -280,9 +360,12 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
   }
 
   auto state = std::make_shared<scenario_state>(co_await asio::this_coro::executor);
+  // A named copy: GCC 12 destroys a braced temporary argument of a coroutine
+  // call twice.
+  handshake_options handshake{plan.token, plan.origin, plan.headers};
   if (auto ec =
-          co_await state->connection.connect(*url, plan.connect_timeout, plan.token, plan.tls)) {
-    notice("cannot connect to " + url->to_string() + ": " + ec.message());
+          co_await state->connection.connect(*url, plan.connect_timeout, handshake, plan.tls)) {
+    notice(describe_connect_failure(*url, ec, state->connection.refusal(), !plan.token.empty()));
     co_return scenario_exit::connection;
   }
   notice("connected to " + url->to_string());
@@ -299,10 +382,11 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
   for (const auto& cancel : plan.cancels) {
     auto& timer = state->cancel_timers.emplace_back(
         std::make_unique<asio::steady_timer>(state->deadline.get_executor(), cancel.after));
-    timer->async_wait([state, run_id = cancel.run_id,
+    timer->async_wait([state, &tracker, run_id = cancel.run_id,
                        report = output.on_notice](const boost::system::error_code& ec) {
       if (ec || state->finished) return;
       if (report) report("cancelling " + printable(run_id));
+      tracker.cancel_sent(run_id);
       state->connection.send(make_cancel_run(run_id));
     });
   }
@@ -338,6 +422,12 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
   if (state->timed_out) {
     notice("timed out after " + std::to_string(plan.timeout.count()) + " ms");
     co_return scenario_exit::timeout;
+  }
+  // The server closing on its own (a shutdown's 1001, a 1008...) ends the
+  // scenario as a lost connection, even when every run had ended by then.
+  if (const std::optional<server_close> close = state->connection.closed_by_server()) {
+    notice(describe_server_close(*close));
+    co_return scenario_exit::connection;
   }
   if (!closing) {
     notice("connection lost: " + end.message());

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -142,7 +143,8 @@ class send_queue {
   // was g have all left the queue once it reaches g + 2.
   std::uint64_t generation() const noexcept { return generation_; }
 
-  // Hands frames to `sink(std::string_view frame)`: every answer, then
+  // Hands frames to `sink(std::string_view frame)`, or to
+  // `sink(std::string_view frame, const frame_tag& tag)`: every answer, then
   // events in order while the bytes handed stay under `budget` (at least
   // one frame if any is queued).
   template <class Sink>
@@ -176,7 +178,11 @@ class send_queue {
   template <class Sink>
   static void hand(frame_list& from, taken& out, Sink& sink) {
     const std::string_view frame = from.front();
-    sink(frame);
+    if constexpr (std::is_invocable_v<Sink&, std::string_view, const frame_tag&>) {
+      sink(frame, from.front_tag());
+    } else {
+      sink(frame);
+    }
     ++out.frames;
     out.bytes += frame.size();
     from.pop_front();

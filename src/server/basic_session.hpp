@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "agentws/events.hpp"
@@ -150,8 +151,14 @@ class basic_session final : public session {
   void cancel_all_runs(std::optional<cancel_reason> announce);
   // Takes back the run's queued events and queues its run_cancelled, which
   // says the last step this connection was sent.
+  // `taken_back`: its events already removed from the chunk behind the
+  // write in flight (see take_back_waiting_chunk).
   void announce_cancel(const run_state& run, cancel_reason reason,
-                       const std::optional<std::string>& request_id);
+                       const std::optional<std::string>& request_id, std::size_t taken_back = 0);
+  // At shutdown: removes the run events of `runs` (serial -> count, sorted
+  // by serial) from the chunk waiting behind the write in flight, counting
+  // them, so the terminal events and the close follow the write in flight.
+  void take_back_waiting_chunk(std::vector<std::pair<std::uint64_t, std::size_t>>& runs);
   void forget_run(const std::shared_ptr<run_state>& run);
   void send_error(const protocol_error& error);
   void begin_shutdown();
@@ -200,6 +207,20 @@ class basic_session final : public session {
   // still in the outbox was answered (for the cancel-latency histogram).
   std::chrono::steady_clock::time_point command_read_at_;
   std::vector<std::chrono::steady_clock::time_point> cancels_in_outbox_;
+
+  // The writer's last chunk while it waits in the coalescing layer behind the
+  // write in flight, not yet handed to the socket: spans of consecutive
+  // frames with the same tag (a few per chunk, so recording them is one
+  // comparison per frame). Valid while the layer holds pending bytes and no
+  // flush completed since it was taken (`waiting_chunk_flushes_`).
+  struct chunk_span {
+    frame_tag tag;
+    std::size_t frames;
+    std::size_t bytes;
+  };
+  std::vector<chunk_span> waiting_chunk_;
+  std::size_t waiting_chunk_offset_ = 0;  // where it starts in the layer's pending bytes
+  std::uint64_t waiting_chunk_flushes_ = 0;
 
   // Slow-consumer detection: a writer waiting for the socket while no flush
   // completes for send_timeout closes the connection.

@@ -11,6 +11,9 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 
+#include <algorithm>
+#include <cstring>
+
 #include "server/http_routes.hpp"
 
 namespace agentws::detail {
@@ -401,6 +404,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
         outbox_.release_memory();
         layer.release_memory();
         cancels_in_outbox_.shrink_to_fit();
+        waiting_chunk_.shrink_to_fit();
         finished_runs_.clear();
         writer_running_ = false;
         co_return;
@@ -414,9 +418,23 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     // Answers first, then events up to one chunk: what is handed to the
     // socket can no longer be overtaken or taken back, so keep it small.
     std::string& wire = layer.raw_buffer();
+    waiting_chunk_.clear();
+    waiting_chunk_offset_ = wire.size();
     const send_queue::taken taken =
-        outbox_.take(chunk, [&wire](std::string_view frame) { append_text_frame(wire, frame); });
+        outbox_.take(chunk, [this, &wire](std::string_view frame, const frame_tag& tag) {
+          const std::size_t before = wire.size();
+          append_text_frame(wire, frame);
+          const std::size_t bytes = wire.size() - before;
+          if (!waiting_chunk_.empty() && waiting_chunk_.back().tag.run == tag.run &&
+              waiting_chunk_.back().tag.droppable == tag.droppable) {
+            ++waiting_chunk_.back().frames;
+            waiting_chunk_.back().bytes += bytes;
+          } else {
+            waiting_chunk_.push_back({tag, 1, bytes});
+          }
+        });
     layer.flush();
+    waiting_chunk_flushes_ = layer.flushes_completed();
     auto& counters = state_->counters;
     counters.write_batch_frames.observe(static_cast<double>(taken.frames));
     if (!cancels_in_outbox_.empty()) {
@@ -437,6 +455,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
       co_await layer.async_wait_pending_at_most(0, nothrow);  // a failure shows in layer.error()
       write_in_flight_ = false;
     }
+    waiting_chunk_.clear();  // handed to the socket
     if (layer.error()) {
       if (!is_expected_end(layer.error())) {
         spdlog::info("conn {}: write failed: {}", id_, layer.error().message());
@@ -731,21 +750,79 @@ template <class Transport>
 void basic_session<Transport>::cancel_all_runs(std::optional<cancel_reason> announce) {
   auto& counter = announce ? state_->counters.runs_cancelled_shutdown
                            : state_->counters.runs_cancelled_disconnect;
+  // An announced stop (shutdown) wants the terminal events and the close to
+  // reach the client within the grace: every event of these runs that has
+  // not reached the socket goes, the chunk behind the write in flight too.
+  std::vector<std::pair<std::uint64_t, std::size_t>> taken_back;
+  if (announce && !runs_.empty()) {
+    taken_back.reserve(runs_.size());
+    for (const auto& [run_id, run] : runs_)
+      taken_back.emplace_back(run->serial, 0);
+    std::sort(taken_back.begin(), taken_back.end());
+    take_back_waiting_chunk(taken_back);
+  }
   for (auto& [run_id, run] : runs_) {
     run->cancelled = true;
     run->cancel_signal.emit(asio::cancellation_type::terminal);
     counter.fetch_add(1, std::memory_order_relaxed);
-    if (announce) announce_cancel(*run, *announce, std::nullopt);
+    if (announce) {
+      const auto it = std::lower_bound(taken_back.begin(), taken_back.end(),
+                                       std::pair<std::uint64_t, std::size_t>(run->serial, 0));
+      announce_cancel(*run, *announce, std::nullopt, it->second);
+    }
   }
   runs_.clear();
 }
 
 template <class Transport>
+void basic_session<Transport>::take_back_waiting_chunk(
+    std::vector<std::pair<std::uint64_t, std::size_t>>& runs) {
+  auto& layer = ws_.next_layer();
+  std::size_t chunk_bytes = 0;
+  for (const chunk_span& span : waiting_chunk_)
+    chunk_bytes += span.bytes;
+  std::string& wire = layer.raw_buffer();
+  const bool still_waiting = !waiting_chunk_.empty() &&
+                             layer.flushes_completed() == waiting_chunk_flushes_ &&
+                             waiting_chunk_offset_ + chunk_bytes <= wire.size();
+  if (!still_waiting) return;
+  // Compact in place; frames Beast queued after the chunk (a pong) stay behind it.
+  std::size_t read = waiting_chunk_offset_;
+  std::size_t write = read;
+  std::size_t frames_dropped = 0;
+  for (const chunk_span& span : waiting_chunk_) {
+    auto run = runs.end();
+    if (span.tag.droppable) {
+      run = std::lower_bound(runs.begin(), runs.end(),
+                             std::pair<std::uint64_t, std::size_t>(span.tag.run, 0));
+      if (run != runs.end() && run->first != span.tag.run) run = runs.end();
+    }
+    if (run != runs.end()) {
+      run->second += span.frames;
+      frames_dropped += span.frames;
+    } else {
+      if (write != read) std::memmove(wire.data() + write, wire.data() + read, span.bytes);
+      write += span.bytes;
+    }
+    read += span.bytes;
+  }
+  if (write != read) {
+    std::memmove(wire.data() + write, wire.data() + read, wire.size() - read);
+    wire.resize(wire.size() - (read - write));
+  }
+  waiting_chunk_.clear();
+  // They were counted as sent when the writer took them.
+  state_->counters.frames_sent.fetch_sub(frames_dropped, std::memory_order_relaxed);
+  state_->counters.bytes_sent.fetch_sub(read - write, std::memory_order_relaxed);
+}
+
+template <class Transport>
 void basic_session<Transport>::announce_cancel(const run_state& run, cancel_reason reason,
-                                               const std::optional<std::string>& request_id) {
+                                               const std::optional<std::string>& request_id,
+                                               std::size_t taken_back) {
   // Events not yet handed to the socket are never sent: the client learns
   // where the run's stream ended for it from last_step.
-  const std::uint64_t sent = run.next_step - outbox_.drop_events_of(run.serial);
+  const std::uint64_t sent = run.next_step - taken_back - outbox_.drop_events_of(run.serial);
   const std::optional<std::uint64_t> last_step =
       sent > 0 ? std::optional<std::uint64_t>(sent - 1) : std::nullopt;
   // Ahead of other runs' events; behind this run's run_started if even that

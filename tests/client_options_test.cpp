@@ -1,0 +1,158 @@
+// ws-client's command line, read without starting anything: every number in
+// its range, run ids that a run can wait for, headers the handshake can carry.
+#define CATCH_CONFIG_ENABLE_OPTIONAL_STRINGMAKER
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "agentws/client_options.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+agentws::client_command_line parse(std::vector<std::string> arguments,
+                                   const char* env_token = nullptr) {
+  std::vector<const char*> argv{"ws-client"};
+  for (const auto& argument : arguments)
+    argv.push_back(argument.c_str());
+  return agentws::parse_client_command_line(static_cast<int>(argv.size()), argv.data(), "9.8.7",
+                                            env_token);
+}
+
+// Refused with exit 2 and `message` among the errors.
+void check_refused(std::vector<std::string> arguments, const std::string& message) {
+  const agentws::client_command_line result = parse(arguments);
+  INFO("arguments: " << Catch::Detail::stringify(arguments));
+  INFO("errors: " << result.errors);
+  CHECK_FALSE(result.options);
+  CHECK(result.exit_status == 2);
+  CHECK(result.errors.find(message) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("ws-client's defaults lie within the ranges", "[protocol][client_options]") {
+  const agentws::client_command_line result = parse({});
+  REQUIRE(result.options);
+  const agentws::client_options& chosen = *result.options;
+  CHECK(chosen.plan.url == "ws://localhost:8000/ws");
+  CHECK(chosen.plan.runs == std::vector<std::string>{"run-001", "run-002"});
+  REQUIRE(chosen.plan.cancels.size() == 1);
+  CHECK(chosen.plan.cancels[0].after == 2500ms);
+  CHECK(chosen.plan.timeout == 60'000ms);
+  CHECK_FALSE(chosen.timeout_given);
+  CHECK_FALSE(chosen.plan.params.steps);
+  CHECK_FALSE(chosen.interactive);
+  CHECK(chosen.color == "auto");
+  // The default timeout is inside the range --timeout is checked against.
+  CHECK(60.0 >= agentws::client_ranges::timeout_seconds.min);
+  CHECK(60.0 <= agentws::client_ranges::timeout_seconds.max);
+  CHECK(2.5 <= agentws::client_ranges::cancel_seconds.max);
+}
+
+TEST_CASE("ws-client reads numbers at the edges of their ranges", "[protocol][client_options]") {
+  auto result = parse({"--steps", "0", "--interval-ms", "86400000", "--timeout", "0.001"});
+  REQUIRE(result.options);
+  CHECK(result.options->plan.params.steps == 0u);
+  CHECK(result.options->plan.params.interval_ms == 86'400'000u);
+  CHECK(result.options->plan.timeout == 1ms);
+  CHECK(result.options->timeout_given);
+
+  result = parse({"--steps", "9007199254740991", "--interval-ms=0", "--timeout", "31536000"});
+  REQUIRE(result.options);
+  CHECK(result.options->plan.params.steps == 9'007'199'254'740'991u);
+  CHECK(result.options->plan.params.interval_ms == 0u);
+  CHECK(result.options->plan.timeout == 31'536'000'000ms);
+}
+
+TEST_CASE("ws-client refuses numbers outside their ranges", "[protocol][client_options]") {
+  for (const std::string value :
+       {"-1", "abc", "", "1x", " 5", "5.0", "1e3", "9007199254740992", "18446744073709551616"}) {
+    check_refused({"--steps", value},
+                  "--steps: '" + value + "' is not an integer from 0 to 9007199254740991");
+  }
+  for (const std::string value : {"-5", "86400001", "x", ""}) {
+    check_refused({"--interval-ms", value},
+                  "--interval-ms: '" + value + "' is not an integer from 0 to 86400000");
+  }
+  for (const std::string value : {"0", "-1", "nan", "inf", "1e3", "", "0.0001", "31536001", "1s"}) {
+    check_refused({"--timeout", value},
+                  "--timeout: '" + value + "' is not a number from 0.001 to 31536000");
+  }
+  check_refused({"--steps="}, "--steps: '' is not an integer from 0 to 9007199254740991");
+  // Every problem at once.
+  const auto both = parse({"--steps", "-1", "--timeout", "0"});
+  CHECK(both.errors.find("--steps: '-1'") != std::string::npos);
+  CHECK(both.errors.find("--timeout: '0'") != std::string::npos);
+}
+
+TEST_CASE("ws-client refuses runs no run could wait for", "[protocol][client_options]") {
+  check_refused({"--run", "a", "--run", "a"}, "--run: 'a' is given twice");
+  check_refused({"--run", ""}, "--run: '': the run_id is empty");
+  check_refused({"--run", std::string(257, 'x')}, "the run_id is 257 bytes, longer than 256");
+  CHECK(parse({"--run", std::string(256, 'x')}).options);
+  check_refused({"--run", "a", "--cancel", "b@1"}, "--cancel: 'b@1': b is not one of the runs");
+  check_refused({"--cancel", "run-009@1"}, "run-009 is not one of the runs");
+  check_refused({"--run", "a", "--cancel", "a@1", "--cancel", "a@2"}, "a is already cancelled");
+  for (const std::string value : {"a", "a@", "@1", "a@-1", "a@nan", "a@1e1", "a@31536001"}) {
+    check_refused({"--run", "a", "--cancel", value}, "--cancel: '" + value + "' is not RUN_ID@");
+  }
+  const auto cancel = parse({"--run", "a@b", "--cancel", "a@b@0.25"});
+  REQUIRE(cancel.options);
+  REQUIRE(cancel.options->plan.cancels.size() == 1);
+  CHECK(cancel.options->plan.cancels[0].run_id == "a@b");
+  CHECK(cancel.options->plan.cancels[0].after == 250ms);
+}
+
+TEST_CASE("ws-client's modes and their options", "[protocol][client_options]") {
+  check_refused({"--reconnect"}, "--reconnect works with -i only");
+  check_refused({"-i", "--run", "a"}, "with -i, type start and cancel");
+  check_refused({"--color", "blue"}, "--color: 'blue' is not auto, always or never");
+  check_refused({"--url", "http://x/ws"}, "--url: 'http://x/ws': the URL must start with ws://");
+  check_refused({"8000"}, "positional");
+  check_refused({"--no-such-option"}, "no-such-option");
+
+  auto interactive = parse({"-i", "--reconnect", "--steps", "3", "--timeout", "5"});
+  REQUIRE(interactive.options);
+  CHECK(interactive.options->interactive);
+  CHECK(interactive.options->reconnect);
+  CHECK(interactive.options->timeout_given);
+  CHECK(interactive.options->plan.params.steps == 3u);
+
+  const auto version = parse({"--version"});
+  CHECK(version.exit_status == 0);
+  CHECK(version.output == "ws-client 9.8.7\n");
+  const auto help = parse({"--help"});
+  CHECK(help.exit_status == 0);
+  CHECK(help.output.find("--header") != std::string::npos);
+  CHECK(help.output.find("quit!") != std::string::npos);
+}
+
+TEST_CASE("ws-client's token, headers and origin", "[protocol][client_options]") {
+  auto result = parse({}, "from-env");
+  REQUIRE(result.options);
+  CHECK(result.options->plan.token == "from-env");
+  result = parse({"--token", "given"}, "from-env");
+  REQUIRE(result.options);
+  CHECK(result.options->plan.token == "given");
+
+  result = parse({"--header", "X-Trace:  abc ", "--header", "Authorization: Bearer t", "--origin",
+                  "https://app.example.com"});
+  REQUIRE(result.options);
+  using header = std::pair<std::string, std::string>;
+  CHECK(result.options->plan.headers ==
+        std::vector<header>{{"X-Trace", "abc"}, {"Authorization", "Bearer t"}});
+  CHECK(result.options->plan.origin == "https://app.example.com");
+
+  check_refused({"--header", "no colon"}, "--header: 'no colon' is not 'Name: value'");
+  check_refused({"--header", ": v"}, "is not 'Name: value'");
+  check_refused({"--header", "Bad Name: v"}, "a name has no blanks");
+  check_refused({"--header", "X: a\rb"}, "the value holds control characters");
+  check_refused({"--header", "upgrade: h2c"}, "upgrade is set by the WebSocket handshake");
+  check_refused({"--header", "Sec-WebSocket-Key: x"}, "is set by the WebSocket handshake");
+  check_refused({"--origin", "example.com"}, "--origin: 'example.com' is not an origin");
+  check_refused({"--origin", "https://example.com/path"}, "is not an origin");
+}

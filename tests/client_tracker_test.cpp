@@ -1,0 +1,203 @@
+// The client's decisions without a socket: following a reused run_id, the
+// answers to cancels and raw frames, the interactive commands, and the words
+// for a refused upgrade or a close the server sent.
+#include <catch2/catch.hpp>
+
+#include <boost/asio/ssl/error.hpp>
+#include <boost/beast/websocket/error.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "agentws/client.hpp"
+#include "agentws/events.hpp"
+#include "agentws/interactive.hpp"
+#include "agentws/protocol.hpp"
+#include "agentws/scenario.hpp"
+
+namespace {
+
+using agentws::received_event;
+using agentws::run_outcome;
+using agentws::run_tracker;
+
+constexpr std::string_view ts = "2026-11-25T17:36:10.123456+00:00";
+
+received_event from_wire(const std::string& text) {
+  std::optional<received_event> event = agentws::parse_event(text);
+  REQUIRE(event);
+  return *event;
+}
+received_event started(std::string_view run_id) {
+  std::string out;
+  agentws::append_run_started(out, ts, run_id, std::nullopt);
+  return from_wire(out);
+}
+received_event step(std::string_view run_id, std::uint64_t n) {
+  std::string out;
+  agentws::append_run_event(out, ts, run_id, n, "agent step " + std::to_string(n));
+  return from_wire(out);
+}
+received_event done(std::string_view run_id) {
+  std::string out;
+  agentws::append_run_done(out, ts, run_id, {});
+  return from_wire(out);
+}
+received_event cancelled(std::string_view run_id) {
+  std::string out;
+  agentws::append_run_cancelled(out, ts, run_id, agentws::cancel_reason::client, std::nullopt);
+  return from_wire(out);
+}
+received_event error(const agentws::protocol_error& refused) {
+  std::string out;
+  agentws::append_error(out, ts, refused);
+  return from_wire(out);
+}
+
+}  // namespace
+
+TEST_CASE("run_tracker: a start of a run_id still running is refused, the run goes on",
+          "[protocol][scenario][tracker]") {
+  // start r1 steps=1; start r1 steps=3: the second start reaches the server
+  // while the first run is active.
+  run_tracker tracker({}, {});
+  tracker.track("r1", run_outcome::done);
+  tracker.track("r1", run_outcome::done);
+  REQUIRE(tracker.reports().size() == 2);
+  tracker.on_event(started("r1"));
+  CHECK(tracker.reports()[0].outcome == run_outcome::running);
+  CHECK(tracker.reports()[1].outcome == run_outcome::not_started);
+  tracker.on_event(error(agentws::run_already_active_error("r1", std::nullopt)));
+  CHECK(tracker.reports()[0].outcome == run_outcome::running);
+  CHECK(tracker.reports()[1].outcome == run_outcome::refused);
+  CHECK(tracker.reports()[1].detail == "Run already in progress");
+  CHECK_FALSE(tracker.all_finished());  // the first run is still to be waited for
+  tracker.on_event(step("r1", 0));
+  tracker.on_event(done("r1"));
+  CHECK(tracker.reports()[0].outcome == run_outcome::done);
+  CHECK(tracker.reports()[0].events == 1);
+  CHECK(tracker.all_finished());
+  CHECK(tracker.problems().empty());
+}
+
+TEST_CASE("run_tracker: a run_id reused after its run ended is a new run",
+          "[protocol][scenario][tracker]") {
+  run_tracker tracker({}, {});
+  tracker.track("r1", run_outcome::done);
+  tracker.track("r1", run_outcome::done);
+  // The server answers the second start after the first run's end.
+  for (int run = 0; run < 2; ++run) {
+    tracker.on_event(started("r1"));
+    tracker.on_event(step("r1", 0));
+    if (run == 1) tracker.on_event(step("r1", 1));
+    tracker.on_event(done("r1"));
+  }
+  REQUIRE(tracker.reports().size() == 2);
+  CHECK(tracker.reports()[0].outcome == run_outcome::done);
+  CHECK(tracker.reports()[0].events == 1);
+  CHECK(tracker.reports()[1].outcome == run_outcome::done);
+  CHECK(tracker.reports()[1].events == 2);  // steps counted from 0 again
+  CHECK(tracker.all_finished());
+  CHECK(tracker.problems().empty());
+
+  SECTION("a start after the end, while nothing else is pending") {
+    tracker.track("r1", run_outcome::done);
+    CHECK_FALSE(tracker.all_finished());
+    tracker.on_event(started("r1"));
+    tracker.on_event(cancelled("r1"));
+    CHECK(tracker.reports()[2].outcome == run_outcome::cancelled);
+    CHECK(tracker.problems().empty());
+  }
+  SECTION("an event after the last run's end is still a violation") {
+    tracker.on_event(step("r1", 2));
+    CHECK(tracker.problems() ==
+          std::vector<std::string>{"run r1: run_event after its terminal event"});
+  }
+}
+
+TEST_CASE("run_tracker: answers to cancels and raw frames are not problems",
+          "[protocol][scenario][tracker]") {
+  run_tracker tracker({}, {});
+  tracker.track("r1", run_outcome::done);
+  tracker.on_event(started("r1"));
+  tracker.on_event(done("r1"));
+  // cancel r1 after its end: "No active run to cancel", about a finished run.
+  tracker.cancel_sent("r1");
+  tracker.on_event(error(agentws::run_not_active_error("r1", std::nullopt)));
+  CHECK(tracker.reports()[0].outcome == run_outcome::done);
+  // A cancel of a run never started here.
+  tracker.cancel_sent("zz");
+  tracker.on_event(error(agentws::run_not_active_error("zz", std::nullopt)));
+  CHECK(tracker.problems() == std::vector<std::string>{"event for a run we did not start: zz"});
+
+  // raw: an invalid frame is answered by an error without run_id.
+  tracker.raw_sent();
+  agentws::protocol_error invalid;
+  invalid.code = agentws::protocol_error_code::invalid_json;
+  invalid.message = "Invalid JSON";
+  tracker.on_event(error(invalid));
+  CHECK(tracker.problems().size() == 1);
+  // A second one, unasked, is a problem.
+  tracker.on_event(error(invalid));
+  CHECK(tracker.problems().size() == 2);
+  CHECK(tracker.all_finished());
+}
+
+TEST_CASE("interactive: quit, quit! and raw", "[protocol][interactive]") {
+  using namespace agentws;
+  CHECK_FALSE(std::get<interactive_quit>(parse_interactive_line("quit")).now);
+  CHECK(std::get<interactive_quit>(parse_interactive_line("quit!")).now);
+  CHECK(std::get<interactive_raw>(parse_interactive_line(R"(raw {"command": "x"})")).text ==
+        R"({"command": "x"})");
+  CHECK(std::get<interactive_raw>(parse_interactive_line("  raw   not json  at all\r")).text ==
+        "not json  at all");
+  CHECK(std::get<interactive_mistake>(parse_interactive_line("raw")).message ==
+        "usage: raw TEXT (sent as one frame, as it is)");
+  CHECK(std::get<interactive_mistake>(parse_interactive_line("start " + std::string(257, 'x')))
+            .message == "start: the run_id is 257 bytes, longer than 256");
+  CHECK(std::get<interactive_start>(parse_interactive_line("start " + std::string(256, 'x')))
+            .run_id.size() == 256);
+  const std::string help(interactive_help_text());
+  CHECK(help.find("quit!") != std::string::npos);
+  CHECK(help.find("raw TEXT") != std::string::npos);
+}
+
+TEST_CASE("a refused upgrade says the status and what to do", "[protocol][client]") {
+  const auto url = agentws::ws_url::parse("ws://127.0.0.1:8000/ws");
+  REQUIRE(url);
+  const boost::system::error_code declined = boost::beast::websocket::error::upgrade_declined;
+  CHECK(agentws::describe_connect_failure(*url, declined,
+                                          agentws::upgrade_refusal{401, "Unauthorized"}, false) ==
+        "server refused the WebSocket upgrade: 401 Unauthorized (the server wants a token: pass "
+        "it with --token or AGENTWS_TOKEN)");
+  CHECK(agentws::describe_connect_failure(*url, declined,
+                                          agentws::upgrade_refusal{401, "Unauthorized"}, true)
+            .find("the token sent was not accepted") != std::string::npos);
+  CHECK(agentws::describe_connect_failure(*url, declined,
+                                          agentws::upgrade_refusal{403, "Forbidden"}, false)
+            .starts_with("server refused the WebSocket upgrade: 403 Forbidden"));
+  CHECK(agentws::describe_connect_failure(
+            *url, declined, agentws::upgrade_refusal{503, "Service Unavailable"}, false)
+            .starts_with("server refused the WebSocket upgrade: 503 Service Unavailable"));
+  const boost::system::error_code refused = boost::asio::error::connection_refused;
+  CHECK(agentws::describe_connect_failure(*url, refused, std::nullopt, false)
+            .starts_with("cannot connect to ws://127.0.0.1:8000/ws: "));
+
+  CHECK_FALSE(agentws::worth_retrying(declined, agentws::upgrade_refusal{401, "Unauthorized"}));
+  CHECK_FALSE(agentws::worth_retrying(declined, agentws::upgrade_refusal{404, "Not Found"}));
+  CHECK(agentws::worth_retrying(declined, agentws::upgrade_refusal{503, "Service Unavailable"}));
+  CHECK(agentws::worth_retrying(refused, std::nullopt));
+  CHECK_FALSE(agentws::worth_retrying(
+      boost::system::error_code(18, agentws::certificate_category()), std::nullopt));
+}
+
+TEST_CASE("a close the server sent is named with its code and reason", "[protocol][client]") {
+  CHECK(agentws::describe_server_close({1001, "server shutdown"}) ==
+        "server closed the connection (1001 server shutdown)");
+  CHECK(agentws::describe_server_close({1000, ""}) == "server closed the connection (1000)");
+  CHECK(agentws::describe_server_close({1008, "slow\nconsumer"}) ==
+        "server closed the connection (1008 slow\\x0aconsumer)");
+}
