@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "raw_peer.hpp"
+#include "sanitizer_build.hpp"
 #include "server_process.hpp"
 #include "test_peer.hpp"
 
@@ -24,17 +25,7 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
+constexpr bool sanitized = sanitized_build;
 
 std::string mib(std::size_t kib) {
   char text[32];

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "sanitizer_build.hpp"
 #include "server_process.hpp"
 #include "test_peer.hpp"
 
@@ -37,17 +38,7 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using clock_type = std::chrono::steady_clock;
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
+constexpr bool sanitized = sanitized_build;
 
 // A value from /metrics, or max() when absent.
 std::uint64_t metric(const std::string& metrics, std::string_view name) {

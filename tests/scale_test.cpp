@@ -28,17 +28,12 @@
 #include <vector>
 
 #include "raw_peer.hpp"
+#include "sanitizer_build.hpp"
 #include "server_process.hpp"
 #include "test_peer.hpp"
 
 #ifndef AGENTWS_WS_SERVER
 #error "AGENTWS_WS_SERVER must name the ws-server binary"
-#endif
-
-#if defined(__has_feature)
-#define AGENTWS_HAS_FEATURE(feature) __has_feature(feature)
-#else
-#define AGENTWS_HAS_FEATURE(feature) 0
 #endif
 
 using namespace agentws::testing;
@@ -54,13 +49,13 @@ using clock_type = std::chrono::steady_clock;
 // says nothing about the program (shadow memory, quarantine), and everything
 // runs several times slower, so the sizes shrink and only fds are asserted.
 // The churn runs a warm-up, then `churn_blocks` blocks of cycles.
-#if defined(__SANITIZE_THREAD__) || AGENTWS_HAS_FEATURE(thread_sanitizer)
+#if AGENTWS_THREAD_SANITIZER
 constexpr std::string_view build_kind = "ThreadSanitizer";
 constexpr bool rss_meaningful = false;
 constexpr std::size_t idle_target = 1'000;
 constexpr std::size_t churn_warmup = 100;
 constexpr std::size_t churn_block = 100;
-#elif defined(__SANITIZE_ADDRESS__) || AGENTWS_HAS_FEATURE(address_sanitizer)
+#elif AGENTWS_ADDRESS_SANITIZER
 constexpr std::string_view build_kind = "AddressSanitizer";
 constexpr bool rss_meaningful = false;
 constexpr std::size_t idle_target = 2'500;
