@@ -31,6 +31,14 @@ TEST_CASE("socket table: admits up to the limit, then evicts the oldest pre-upgr
   CHECK(table.closing() == 0);
   CHECK(table.open() == 3);
   CHECK(table.admit(5, "10.0.0.2").evict == 2);
+
+  // An evicted socket that upgraded before its close stays open: kept, it
+  // no longer counts as closing.
+  CHECK(table.closing() == 1);
+  table.kept(2);
+  CHECK(table.closing() == 0);
+  table.release(2);  // its close, much later, changes nothing
+  CHECK(table.open() == 3);
 }
 
 TEST_CASE("socket table: upgraded sockets are never evicted; full of them, new ones are refused",

@@ -143,7 +143,12 @@ void basic_session<Transport>::force_close() {
 template <class Transport>
 void basic_session<Transport>::evict() {
   asio::dispatch(ws_.get_executor(), [self = shared_self()] {
-    if (self->upgraded_) return;  // it upgraded meanwhile: keep it
+    if (self->upgraded_) {
+      // It upgraded meanwhile: keep it, or the accept loop would wait for
+      // a close that never comes.
+      self->state_->eviction_declined(self->socket_id_);
+      return;
+    }
     spdlog::info("conn {}: closed before its upgrade to make room for a new connection", self->id_);
     self->state_->counters.count_close(close_cause::evicted);
     self->close_socket();

@@ -211,6 +211,11 @@ void server_state::release_socket(std::uint64_t id) {
   counters.sockets_open.store(sockets_.open(), std::memory_order_relaxed);
 }
 
+void server_state::eviction_declined(std::uint64_t id) {
+  std::lock_guard lock(sockets_mutex_);
+  sockets_.kept(id);
+}
+
 std::size_t server_state::sockets_closing() {
   std::lock_guard lock(sockets_mutex_);
   return sockets_.closing();

@@ -109,6 +109,7 @@ class server_state {
   void socket_upgraded(std::uint64_t id);
   void release_socket(std::uint64_t id);
   std::size_t sockets_closing();
+  void eviction_declined(std::uint64_t id);
   // Closes the session registered under `id` if it has not upgraded yet.
   void evict_session(std::uint64_t id);
 

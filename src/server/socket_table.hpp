@@ -53,6 +53,9 @@ class socket_table {
   // Evicted sockets whose close has not happened yet: they still hold a
   // descriptor, so the accept loop waits while there are many.
   std::size_t closing() const noexcept { return closing_.size(); }
+  // An evicted socket upgraded before its close could happen, and stays
+  // open: it no longer counts as closing (nor in the table: one over).
+  void kept(std::uint64_t id) { closing_.erase(id); }
 
   std::size_t open() const noexcept { return sockets_.size(); }
   std::size_t pre_upgrade() const noexcept { return pre_upgrade_count_; }
