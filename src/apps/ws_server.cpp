@@ -178,10 +178,13 @@ int main(int argc, char** argv) {
   agentws::trim_schedule trim;
   agentws::server_stats last_seen;
   boost::asio::steady_timer trim_timer(signal_strand);
+  bool memory_watch_stopped = false;  // on signal_strand
   std::function<void()> watch_memory = [&] {
     trim_timer.expires_after(std::chrono::seconds(1));
     trim_timer.async_wait([&](const boost::system::error_code& ec) {
-      if (ec) return;
+      // A wait that had completed before cancel() still runs: the flag stops
+      // it from arming again, or the first context's run() never returns.
+      if (ec || memory_watch_stopped) return;
       // The load: what is open now, or what arrived since the last look if
       // more (a burst can come and go between two looks).
       const agentws::server_stats stats = server.stats();
@@ -208,6 +211,7 @@ int main(int argc, char** argv) {
     server.stop([&] {
       boost::asio::post(signal_strand, [&] {
         signals.cancel();
+        memory_watch_stopped = true;
         trim_timer.cancel();
       });
     });

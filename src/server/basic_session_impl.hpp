@@ -576,7 +576,9 @@ void basic_session<Transport>::arm_liveness_check() {
 // what its own buffers hold and answer.
 template <class Transport>
 void basic_session<Transport>::check_liveness() {
-  if (closing_ || !ws_.is_open()) return;
+  // The session is over (or closing): a check that was already due when
+  // serve() cancelled the timer must not arm it again.
+  if (closing_ || outbox_.closed() || !ws_.is_open()) return;
   const server_config& config = state_->config;
   const auto now = std::chrono::steady_clock::now();
   const progress_seen current{frames_received_, ws_.next_layer().flushes_completed(),
