@@ -279,6 +279,9 @@ void server_state::for_each_session(const std::function<void(session&)>& visit) 
 }
 
 void server_state::begin_stop(std::function<void()> on_idle) {
+  // Large commands still waiting for the pool go unparsed: their
+  // connections are closing, and the stop must not wait for the queue.
+  parse_pool.stop();
   std::function<void()> notify;
   {
     std::lock_guard lock(sessions_mutex_);

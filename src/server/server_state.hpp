@@ -13,6 +13,7 @@
 
 #include "agentws/server.hpp"
 #include "server/access.hpp"
+#include "server/command_parsing.hpp"
 #include "server/socket_table.hpp"
 
 namespace agentws::detail {
@@ -97,6 +98,10 @@ class server_state {
   const access_policy access;
   agentws::agent& agent() const noexcept { return *agent_; }
   server_counters counters;
+  // Where commands of offload_parse_bytes or more are parsed, off the I/O
+  // threads (see command_parsing.hpp). After `config`: its parses read
+  // config.limits, and it is joined before they go.
+  command_parse_pool parse_pool;
 
   // Reserves one WebSocket slot; false when max_connections are open.
   bool try_open_websocket();
