@@ -51,6 +51,22 @@ struct server_config {
   // can still overtake. 0 leaves the kernel's default (unbounded: the send
   // buffer autotunes up to net.ipv4.tcp_wmem's maximum).
   std::size_t tcp_notsent_lowat = 32 * 1024;
+  // Output queued in the whole process (every connection's outbox and
+  // framed bytes not yet taken by the kernel): past it, the connections that
+  // hold more than their share wait (their runs and their command reading)
+  // while the others go on; when it stays reached, clients that take nothing
+  // are closed first (see memory_budget_grace). 0: default_memory_budget().
+  std::size_t memory_budget = 0;
+  // How long the budget may stay reached before the connections whose
+  // clients took nothing for that long are closed (1008, cause memory_budget).
+  std::chrono::milliseconds memory_budget_grace{5'000};
+  // SO_SNDBUF on every connection: the kernel's share of a socket's output
+  // (the bytes sent and not yet acknowledged, plus TCP_NOTSENT_LOWAT's
+  // unsent ones) stays under about twice this (the kernel doubles it for its
+  // bookkeeping). Caps throughput at about this many bytes per round trip
+  // (512 KiB: 5 MB/s at 100 ms). 0 leaves the kernel's autotuning (up to
+  // net.ipv4.tcp_wmem's maximum, 4 MiB per socket by default).
+  std::size_t socket_send_buffer = 512 * 1024;
   // Commands whose answers are not yet sent, per connection: past it the
   // server stops reading commands until the client takes some (answers are
   // sent ahead of run events, so this drains at the client's pace).
@@ -108,10 +124,20 @@ struct server_stats {
   std::uint64_t sockets_refused_full = 0;     // closed at accept: every slot a WebSocket
   std::uint64_t sockets_refused_address = 0;  // closed at accept: per-address cap
   std::uint64_t accept_fd_exhausted = 0;      // accept failed for want of descriptors
+  std::uint64_t memory_budget_bytes = 0;      // the budget in force
+  std::uint64_t output_bytes_reserved = 0;    // what connections hold of it now
+  std::uint64_t memory_budget_waits = 0;      // a connection waited for the budget
+  std::uint64_t memory_budget_closes = 0;     // closed for taking nothing while it was reached
 };
 
 // The socket limit in force: server_config::max_sockets, or its default.
 std::size_t effective_max_sockets(const server_config& config);
+
+// A quarter of the memory this process may use (the machine's, or its
+// cgroup's memory.max when lower), and at least 64 MiB.
+std::size_t default_memory_budget();
+// The memory budget in force: server_config::memory_budget, or the default.
+std::size_t effective_memory_budget(const server_config& config);
 
 class server {
  public:

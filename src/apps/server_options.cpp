@@ -112,6 +112,24 @@ std::vector<numeric_option> numeric_options(const server_options& defaults) {
        "answer, " +
            range_text(r::notsent_lowat_bytes) + " (0: the kernel's default, unbounded)",
        [](server_options& o, std::uint64_t v) { o.config.tcp_notsent_lowat = v; }},
+      {"memory-budget", r::memory_budget, c.memory_budget,
+       "bytes of output queued in the whole process (every connection's events and "
+       "answers not yet taken by the kernel); past it, connections holding more than their "
+       "share wait, and when it stays reached clients that take nothing are closed, " +
+           range_text(r::memory_budget) + " (0: a quarter of the machine's or the cgroup's memory)",
+       [](server_options& o, std::uint64_t v) { o.config.memory_budget = v; }},
+      {"memory-budget-grace-ms", r::memory_budget_grace_ms, ms(c.memory_budget_grace),
+       "how long the memory budget may stay reached before the clients that took nothing "
+       "for as long are closed (1008), " +
+           range_text(r::memory_budget_grace_ms),
+       [](server_options& o, std::uint64_t v) {
+         o.config.memory_budget_grace = std::chrono::milliseconds(v);
+       }},
+      {"socket-send-buffer", r::socket_send_buffer, c.socket_send_buffer,
+       "SO_SNDBUF per connection: the kernel holds at most about twice this of a "
+       "connection's output; also about the bytes per round trip one connection can send, " +
+           range_text(r::socket_send_buffer) + " (0: the kernel's autotuning, up to 4 MiB)",
+       [](server_options& o, std::uint64_t v) { o.config.socket_send_buffer = v; }},
       {"handshake-timeout-ms", r::handshake_timeout_ms, ms(c.handshake_timeout),
        "time from the accept to the upgrade (TLS, every HTTP request of a keep-alive "
        "connection, the WebSocket handshake: one deadline), and for the closing handshake, " +

@@ -57,6 +57,12 @@ inline constexpr integer_range outbox_bytes{4096, 64 * 1024 * 1024};
 inline constexpr integer_range write_chunk_bytes{1024, 16 * 1024 * 1024};
 // 0: the kernel's default (no low-water mark).
 inline constexpr integer_range notsent_lowat_bytes{0, 64 * 1024 * 1024};
+// 0: a quarter of the memory available (agentws::default_memory_budget);
+// at most 1 TiB.
+inline constexpr integer_range memory_budget{0, 1ull << 40};
+inline constexpr integer_range memory_budget_grace_ms{100, 600'000};
+// 0: the kernel's autotuning.
+inline constexpr integer_range socket_send_buffer{0, 64 * 1024 * 1024};
 inline constexpr integer_range handshake_timeout_ms{100, 600'000};
 inline constexpr integer_range idle_timeout_ms{1000, 86'400'000};
 inline constexpr integer_range send_timeout_ms{1000, 86'400'000};

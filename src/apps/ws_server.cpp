@@ -163,6 +163,9 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot start: {}", e.what());
     return 1;
   }
+  spdlog::info(
+      "memory budget for queued output: {} MiB{}", agentws::effective_memory_budget(config) >> 20,
+      config.memory_budget == 0 ? " (a quarter of the memory available; --memory-budget)" : "");
   const bool tls = !config.tls_cert_file.empty();
   spdlog::info("listening on {}, console {} ({} I/O threads)",
                agentws::server_url(tls ? "wss" : "ws", config.host, server.port(), "/ws"),

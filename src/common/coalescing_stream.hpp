@@ -78,6 +78,10 @@ class coalescing_stream {
   std::size_t buffered_bytes() const noexcept {
     return state_->pending.size() + state_->in_flight.size();
   }
+  // The memory its two buffers hold (their capacity).
+  std::size_t memory_bytes() const noexcept {
+    return state_->pending.capacity() + state_->in_flight.capacity();
+  }
 
   // The fast path for data frames: append bytes already framed for the wire
   // (see append_text_frame) and flush. Safe between writes of the stream

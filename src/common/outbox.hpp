@@ -51,6 +51,7 @@ class outbox {
   bool empty() const noexcept { return queue_.empty(); }
   bool closed() const noexcept { return closed_; }
   std::size_t queued_bytes() const noexcept { return queue_.total_bytes(); }
+  std::size_t memory_bytes() const noexcept { return queue_.memory_bytes(); }
   const send_queue& queue() const noexcept { return queue_; }
 
   // Appends one frame built in place by `build(std::string&)`, which must
@@ -87,6 +88,18 @@ class outbox {
 
   // Gives back the queue's memory if it is empty (for connections going idle).
   void release_memory() noexcept { queue_.release_memory(); }
+  // Drops every queued frame and gives the memory back: for a closed outbox
+  // whose frames will never be sent (a slow consumer being closed).
+  void discard() noexcept {
+    if (!closed_) return;
+    queue_ = send_queue();
+  }
+
+  // Wakes the producers waiting for progress so they re-check their own
+  // conditions (room elsewhere, the memory budget, say).
+  void wake_producers() {
+    if (progress_waiters_ > 0) progress_wakeup_.cancel();
+  }
 
   // Writer: suspends until a frame is queued or the outbox is closed.
   boost::asio::awaitable<void> wait_for_frames() {
@@ -116,9 +129,6 @@ class outbox {
  private:
   void wake_writer() {
     if (writer_waiting_) writer_wakeup_.cancel();
-  }
-  void wake_producers() {
-    if (progress_waiters_ > 0) progress_wakeup_.cancel();
   }
 
   outbox_limits limits_;

@@ -14,6 +14,7 @@
 // waits behind them in the event lane instead (see push_answer).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +40,19 @@ class frame_list {
   bool empty() const noexcept { return next_ == frames_.size(); }
   std::size_t frames() const noexcept { return frames_.size() - next_; }
   std::size_t bytes() const noexcept { return bytes_.size() - offset_; }
+  // The memory it holds (capacity, not what is queued: it is reused).
+  std::size_t memory_bytes() const noexcept {
+    return bytes_.capacity() + frames_.capacity() * sizeof(frame);
+  }
+  // The same after one more frame of `frame_bytes`, if it makes the buffers
+  // grow the way the standard library's do (to twice their capacity).
+  std::size_t memory_bytes_after_push(std::size_t frame_bytes) const noexcept {
+    auto grown = [](std::size_t capacity, std::size_t size) {
+      return size <= capacity ? capacity : std::max(2 * capacity, size);
+    };
+    return grown(bytes_.capacity(), bytes_.size() + frame_bytes) +
+           grown(frames_.capacity(), frames_.size() + 1) * sizeof(frame);
+  }
 
   // Appends one frame built by `build(std::string&)`, which must only append.
   template <class Build>
@@ -128,6 +142,15 @@ class send_queue {
   std::size_t lane_bytes() const noexcept { return events_.bytes(); }
   std::size_t total_bytes() const noexcept {
     return answers_.bytes() + batch_.bytes() + events_.bytes();
+  }
+  // The memory the three lanes hold, and what it becomes after one more
+  // event of `frame_bytes` (see frame_list::memory_bytes_after_push).
+  std::size_t memory_bytes() const noexcept {
+    return answers_.memory_bytes() + batch_.memory_bytes() + events_.memory_bytes();
+  }
+  std::size_t memory_bytes_after_event(std::size_t frame_bytes) const noexcept {
+    return answers_.memory_bytes() + batch_.memory_bytes() +
+           events_.memory_bytes_after_push(frame_bytes);
   }
 
   // Takes back the queued, droppable frames of a cancelled run; returns how

@@ -107,6 +107,7 @@ class basic_session final : public session {
   void shutdown() override;
   void force_close() override;
   void evict() override;
+  void close_for_memory_budget() override;
 
  private:
   class run_handle;
@@ -145,7 +146,7 @@ class basic_session final : public session {
   // an idle connection has none (see write_frames).
   void start_writer();
 
-  void handle_text(std::string_view text);
+  void handle_command(parse_result result);
   void start_run(start_run_command command);
   void cancel_run(cancel_run_command command);
   void cancel_all_runs(std::optional<cancel_reason> announce);
@@ -168,12 +169,31 @@ class basic_session final : public session {
   void check_liveness();
   void note_handshake_deadline();
   // Sends 1008 behind what is buffered and closes the socket if that stalls too.
-  void close_slow_consumer();
+  void close_slow_consumer(close_cause cause = close_cause::slow_consumer);
   void close_socket();
 
-  // Waits until the outbox is below its bound. False if it closed meanwhile
-  // or `run` (when given) was cancelled.
+  // Waits until the outbox is below its bound and the memory budget grants
+  // the next frame. False if it closed meanwhile or `run` (when given) was
+  // cancelled.
   boost::asio::awaitable<bool> wait_for_room(const run_state* run);
+
+  // The process-wide memory budget (see memory_budget) counts the memory this
+  // connection's output holds: the outbox's buffers and the framed bytes
+  // waiting for the kernel, by capacity (they are reused, not freed, while
+  // runs stream).
+  std::size_t output_memory() const noexcept {
+    return outbox_.memory_bytes() + ws_.next_layer().memory_bytes();
+  }
+  // Grows the reservation to cover the next event; false: wait for the budget.
+  bool reserve_output() noexcept;
+  // Shrinks the reservation to what the buffers still hold.
+  void release_output();
+  // While the budget is reached, an empty outbox gives its buffers back.
+  void release_idle_buffers_under_pressure();
+  // Past its share while the budget is reached: the reader pauses too.
+  bool over_budget_share() const noexcept;
+  // Asks the budget to wake this connection's waiters when room comes back.
+  void wait_for_budget();
 
   // The current wall-clock time, formatted; valid until the next call.
   std::string_view now();
@@ -242,6 +262,9 @@ class basic_session final : public session {
   bool writer_finished_ = false;  // the outbox closed or the socket failed
   bool write_in_flight_ = false;
   bool slow_close_started_ = false;
+
+  memory_budget::holding budget_holding_;
+  bool budget_wake_requested_ = false;
 };
 
 }  // namespace agentws::detail

@@ -32,6 +32,10 @@ inline constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 // reader still sees cancel_run promptly while the outbox has room.
 inline constexpr unsigned emits_between_yields = 64;
 
+// The read buffer's capacity kept between commands; past it, it is given back
+// after the message (typical commands are a few hundred bytes).
+inline constexpr std::size_t kept_read_buffer_bytes = 16 * 1024;
+
 // Ends of a connection that are part of normal life: logged at debug only.
 inline bool is_expected_end(const error_code& ec) {
   return ec == websocket::error::closed || ec == asio::error::eof ||
@@ -48,6 +52,7 @@ inline std::string server_header(const server_config& config) {
 
 using session_detail::emits_between_yields;
 using session_detail::is_expected_end;
+using session_detail::kept_read_buffer_bytes;
 using session_detail::nothrow;
 using session_detail::server_header;
 
@@ -109,6 +114,7 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
 
 template <class Transport>
 basic_session<Transport>::~basic_session() {
+  state_->budget.release_all(budget_holding_);
   if (upgraded_) state_->close_websocket();
   state_->release_socket(socket_id_);
   state_->remove_session(id_);
@@ -152,6 +158,14 @@ void basic_session<Transport>::evict() {
     spdlog::info("conn {}: closed before its upgrade to make room for a new connection", self->id_);
     self->state_->counters.count_close(close_cause::evicted);
     self->close_socket();
+  });
+}
+
+template <class Transport>
+void basic_session<Transport>::close_for_memory_budget() {
+  asio::dispatch(ws_.get_executor(), [self = shared_self()] {
+    if (self->closing_ || !self->upgraded_) return;
+    self->close_slow_consumer(close_cause::memory_budget);
   });
 }
 
@@ -342,10 +356,76 @@ template <class Transport>
 asio::awaitable<bool> basic_session<Transport>::wait_for_room(const run_state* run) {
   for (;;) {
     if (outbox_.closed() || (run && run->cancelled)) co_return false;
-    if (outbox_.has_room()) co_return true;
-    state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
+    if (!outbox_.has_room()) {
+      state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
+    } else if (reserve_output()) {
+      co_return true;
+    } else {
+      state_->counters.memory_budget_waits.fetch_add(1, std::memory_order_relaxed);
+      wait_for_budget();
+    }
     co_await outbox_.wait_for_progress();
   }
+}
+
+template <class Transport>
+bool basic_session<Transport>::reserve_output() noexcept {
+  // What the buffers will hold once the next event is queued, if they grow
+  // for it: most events are far smaller than this guess, and a larger one
+  // passes the reservation by at most itself.
+  constexpr std::size_t typical_event_bytes = 512;
+  const std::size_t needed = outbox_.queue().memory_bytes_after_event(typical_event_bytes) +
+                             ws_.next_layer().memory_bytes();
+  if (needed <= budget_holding_.bytes) return true;
+  const bool granted = state_->budget.reserve(
+      budget_holding_, needed, state_->counters.connections_open.load(std::memory_order_relaxed));
+  budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
+  return granted;
+}
+
+template <class Transport>
+void basic_session<Transport>::release_output() {
+  if (budget_holding_.bytes == 0) return;
+  // A slow consumer being closed gives back all of it: what its layer still
+  // holds (two chunks at most) goes with its socket, and counting it would
+  // keep the budget reached for the closing handshake's time.
+  state_->budget.release_to(budget_holding_, slow_close_started_ ? 0 : output_memory());
+  budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
+}
+
+template <class Transport>
+void basic_session<Transport>::release_idle_buffers_under_pressure() {
+  // Buffers are kept for reuse while runs stream (no allocation per event);
+  // when memory is short, an empty queue is not worth its capacity.
+  if (!state_->budget.reached() || !outbox_.empty()) return;
+  outbox_.release_memory();
+  ws_.next_layer().release_memory();
+  release_output();
+}
+
+template <class Transport>
+bool basic_session<Transport>::over_budget_share() const noexcept {
+  const memory_budget& budget = state_->budget;
+  return budget.reached() &&
+         budget_holding_.bytes >= std::max(memory_budget::block_bytes,
+                                           budget.fair_share(state_->counters.connections_open.load(
+                                               std::memory_order_relaxed)));
+}
+
+template <class Transport>
+void basic_session<Transport>::wait_for_budget() {
+  if (budget_wake_requested_) return;
+  budget_wake_requested_ = true;
+  // Called on the thread that made room: hop to this connection's strand.
+  state_->budget.wait(
+      [weak = std::weak_ptr<basic_session>(shared_self()), executor = ws_.get_executor()] {
+        asio::post(executor, [weak] {
+          if (auto self = weak.lock()) {
+            self->budget_wake_requested_ = false;
+            self->outbox_.wake_producers();
+          }
+        });
+      });
 }
 
 template <class Transport>
@@ -373,18 +453,37 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
     if (!closing_) {
       if (ws_.got_text()) {
         const auto data = read_buffer_.cdata();
-        handle_text(std::string_view(static_cast<const char*>(data.data()), data.size()));
+        const std::string_view text(static_cast<const char*>(data.data()), data.size());
+        if (text.size() < offload_parse_bytes) {
+          handle_command(parse_command(text, state_->config.limits));
+        } else if (auto parsed = co_await state_->parse_pool.parse(text, state_->config.limits);
+                   parsed && !closing_) {
+          // Parsed on the pool while this thread served other connections
+          // (see command_parsing.hpp); nothing was read meanwhile.
+          handle_command(std::move(*parsed));
+        }
       } else {
         send_error(binary_frame_error());
       }
     }
     read_buffer_.consume(read_buffer_.size());
+    // A large message grew the buffer to its size, and a flat_buffer keeps
+    // its capacity: give it back rather than hold the largest message ever
+    // read for the life of the connection. Small ones keep it for reuse.
+    if (read_buffer_.capacity() > kept_read_buffer_bytes) read_buffer_.shrink_to_fit();
     // Commands keep being read while run events wait for a slow client, so
     // a cancel acts at once. What that can cost is bounded: a peer that
     // sends commands but does not read their answers stops being read once
     // too many answers are unsent (until close, which still gets read).
     while (!outbox_.has_answer_room() && !outbox_.closed()) {
       state_->counters.command_read_pauses.fetch_add(1, std::memory_order_relaxed);
+      co_await outbox_.wait_for_progress();
+    }
+    // The process's memory budget is reached and this connection holds its
+    // share: its commands wait too, the way its runs do.
+    while (over_budget_share() && !outbox_.closed()) {
+      state_->counters.memory_budget_waits.fetch_add(1, std::memory_order_relaxed);
+      wait_for_budget();
       co_await outbox_.wait_for_progress();
     }
   }
@@ -408,12 +507,14 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
         // it stays: no allocation per event.
         outbox_.release_memory();
         layer.release_memory();
+        release_output();
         cancels_in_outbox_.shrink_to_fit();
         waiting_chunk_.shrink_to_fit();
         finished_runs_.clear();
         writer_running_ = false;
         co_return;
       }
+      release_idle_buffers_under_pressure();
       co_await outbox_.wait_for_frames();
     }
     if (outbox_.empty()) break;  // closed and drained
@@ -460,6 +561,8 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
       co_await layer.async_wait_pending_at_most(0, nothrow);  // a failure shows in layer.error()
       write_in_flight_ = false;
     }
+    note_write_taken(std::chrono::steady_clock::now());
+    release_output();
     waiting_chunk_.clear();  // handed to the socket
     if (layer.error()) {
       if (!is_expected_end(layer.error())) {
@@ -470,6 +573,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
   }
   // The outbox is closed or the socket failed: no writer starts after this one.
   writer_finished_ = true;
+  release_output();
   if (!slow_close_started_) send_watchdog_.cancel();  // else it is the close deadline
   if (layer.error()) {
     // The peer is gone: its runs end here, counted as cancelled by the
@@ -519,12 +623,20 @@ void basic_session<Transport>::arm_send_watchdog() {
 }
 
 template <class Transport>
-void basic_session<Transport>::close_slow_consumer() {
+void basic_session<Transport>::close_slow_consumer(close_cause cause) {
   if (slow_close_started_) return;
-  state_->counters.count_close(close_cause::slow_consumer);
-  spdlog::warn("conn {}: closing slow consumer: nothing taken for {} ms ({} bytes queued)", id_,
-               state_->config.send_timeout.count(),
-               outbox_.queued_bytes() + ws_.next_layer().buffered_bytes());
+  state_->counters.count_close(cause);
+  if (cause == close_cause::memory_budget) {
+    spdlog::warn(
+        "conn {}: closing slow consumer: the memory budget ({} bytes) stayed reached and it took "
+        "nothing for {} ms ({} bytes queued)",
+        id_, state_->budget.limit(), state_->config.memory_budget_grace.count(),
+        outbox_.queued_bytes() + ws_.next_layer().buffered_bytes());
+  } else {
+    spdlog::warn("conn {}: closing slow consumer: nothing taken for {} ms ({} bytes queued)", id_,
+                 state_->config.send_timeout.count(),
+                 outbox_.queued_bytes() + ws_.next_layer().buffered_bytes());
+  }
   state_->counters.slow_consumer_closes.fetch_add(1, std::memory_order_relaxed);
   // Runs stop at once and memory stops growing; what is already buffered
   // stays, in order, ahead of the close frame: a client that reads again
@@ -533,6 +645,10 @@ void basic_session<Transport>::close_slow_consumer() {
   slow_close_started_ = true;
   cancel_all_runs(std::nullopt);
   outbox_.close();
+  // The queued frames will never be sent (the writer stops at the close):
+  // their memory, and their share of the budget, go back now.
+  outbox_.discard();
+  release_output();
   asio::co_spawn(
       ws_.get_executor(),
       [](std::shared_ptr<basic_session> self) -> asio::awaitable<void> {
@@ -630,8 +746,7 @@ void basic_session<Transport>::note_handshake_deadline() {
 }
 
 template <class Transport>
-void basic_session<Transport>::handle_text(std::string_view text) {
-  parse_result result = parse_command(text, state_->config.limits);
+void basic_session<Transport>::handle_command(parse_result result) {
   if (auto* error = std::get_if<protocol_error>(&result)) {
     send_error(*error);
     return;

@@ -18,7 +18,9 @@
 #include "server/server_state.hpp"
 #include "server/session.hpp"
 
+#include <algorithm>
 #include <array>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -67,7 +69,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
         state_(std::make_shared<detail::server_state>(std::move(config))),
         strand_(asio::make_strand(*contexts_.front())),
         acceptor_(strand_),
-        grace_timer_(strand_) {}
+        grace_timer_(strand_),
+        budget_timer_(strand_) {}
 
   static std::vector<asio::io_context*> checked_contexts(
       std::span<asio::io_context* const> contexts) {
@@ -90,6 +93,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (auto* context : contexts_)
       keep_running_.push_back(asio::make_work_guard(*context));
+    watch_memory_budget();
     asio::co_spawn(strand_, accept_loop(shared_from_this()), [](std::exception_ptr failure) {
       if (!failure) return;
       try {
@@ -144,6 +148,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
         const int lowat = static_cast<int>(state_->config.tcp_notsent_lowat);
         ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
       }
+      if (state_->config.socket_send_buffer > 0) {
+        // The kernel's share of this socket's output, bounded (see server.hpp).
+        const int bytes = static_cast<int>(state_->config.socket_send_buffer);
+        ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+      }
       auto session = detail::make_session(std::move(socket), state_, tls_.get());
       session->set_socket_id(socket_id);
       session->start();
@@ -193,6 +202,50 @@ struct server::impl : std::enable_shared_from_this<impl> {
                  drained == 1 ? "" : "s");
   }
 
+  // While the memory budget stays reached, the connections whose clients
+  // take nothing are what keeps it so: close them, largest first, until what
+  // they hold would bring it back under half. Looked at a few times per grace.
+  void watch_memory_budget() {
+    const auto grace = state_->config.memory_budget_grace;
+    budget_timer_.expires_after(std::max(std::chrono::milliseconds(25), grace / 4));
+    budget_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
+      if (ec || self->state_->stopping()) return;
+      self->check_memory_budget();
+      self->watch_memory_budget();
+    });
+  }
+
+  void check_memory_budget() {
+    detail::memory_budget& budget = state_->budget;
+    const auto now = std::chrono::steady_clock::now();
+    if (!budget.reached()) {
+      budget_reached_since_.reset();
+      return;
+    }
+    const auto grace = state_->config.memory_budget_grace;
+    if (!budget_reached_since_) budget_reached_since_ = now;
+    if (now - *budget_reached_since_ < grace) return;
+    std::vector<std::shared_ptr<detail::session>> sessions;
+    std::vector<detail::budget_holder> holders;
+    state_->for_each_session([&](detail::session& s) {
+      holders.push_back({sessions.size(), s.budget_held(), now - s.last_write_taken() < grace});
+      sessions.push_back(s.shared_from_this());
+    });
+    const auto chosen =
+        detail::pick_slow_consumers(std::move(holders), budget.reserved(), budget.limit() / 2);
+    if (!chosen.empty()) {
+      spdlog::warn(
+          "memory budget ({} bytes) reached for {} ms: closing {} connection{} taking nothing",
+          budget.limit(),
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - *budget_reached_since_)
+              .count(),
+          chosen.size(), chosen.size() == 1 ? "" : "s");
+    }
+    for (const std::uint64_t index : chosen)
+      sessions[index]->close_for_memory_budget();
+    budget_reached_since_ = now;  // the next look gives these closes a grace to act
+  }
+
   void stop(std::function<void()> on_stopped) {
     asio::post(strand_, [self = shared_from_this(), on_stopped = std::move(on_stopped)]() mutable {
       self->stop_on_strand(std::move(on_stopped));
@@ -204,6 +257,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     spdlog::info("shutting down: closing connections");
     error_code ignored;
     acceptor_.close(ignored);
+    budget_timer_.cancel();
     grace_timer_.expires_after(state_->config.shutdown_grace);
     grace_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
       if (ec) return;  // every session ended in time
@@ -228,6 +282,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
   asio::strand<asio::io_context::executor_type> strand_;
   tcp::acceptor acceptor_;
   asio::steady_timer grace_timer_;
+  asio::steady_timer budget_timer_;
+  std::optional<std::chrono::steady_clock::time_point> budget_reached_since_;
   std::unique_ptr<asio::ssl::context> tls_;  // null: plain ws://
   std::uint16_t port_ = 0;
   int reserve_fd_ = -1;  // given back when accept runs out of descriptors

@@ -31,6 +31,8 @@ std::string_view to_string(close_cause cause) noexcept {
       return "message_too_big";
     case close_cause::protocol_error:
       return "protocol_error";
+    case close_cause::memory_budget:
+      return "memory_budget";
   }
   return "unknown";
 }
@@ -61,6 +63,13 @@ server_stats server_counters::snapshot() const {
   s.sockets_refused_full = get(sockets_refused_full);
   s.sockets_refused_address = get(sockets_refused_address);
   s.accept_fd_exhausted = get(accept_fd_exhausted);
+  if (budget != nullptr) {
+    s.memory_budget_bytes = budget->limit();
+    s.output_bytes_reserved = budget->reserved();
+  }
+  s.memory_budget_waits = get(memory_budget_waits);
+  s.memory_budget_closes =
+      get(closes_by_cause[static_cast<std::size_t>(close_cause::memory_budget)]);
   return s;
 }
 
@@ -133,6 +142,13 @@ std::string server_counters::render_metrics() const {
   metric("command_read_pauses_total", "counter",
          "Times reading commands paused until answers already queued were sent.",
          command_read_pauses.load(std::memory_order_relaxed));
+  metric("memory_budget_bytes", "gauge",
+         "The process-wide budget for queued output (--memory-budget).", s.memory_budget_bytes);
+  metric("output_reserved_bytes", "gauge",
+         "Queued output the connections hold of the budget (16 KiB blocks).",
+         s.output_bytes_reserved);
+  metric("memory_budget_waits_total", "counter",
+         "Times a connection waited because the memory budget was reached.", s.memory_budget_waits);
   metric("slow_consumer_closes_total", "counter", "Connections closed for not reading.",
          s.slow_consumer_closes);
   for (std::size_t i = 0; i < close_cause_count; ++i) {
@@ -174,8 +190,11 @@ access_policy make_access_policy(const server_config& config) {
 server_state::server_state(server_config cfg)
     : config(std::move(cfg)),
       access(make_access_policy(config)),
+      budget(effective_memory_budget(config)),
       agent_(config.agent_logic ? config.agent_logic : make_demo_agent()),
-      sockets_(socket_limits{effective_max_sockets(config), config.max_connections_per_address}) {}
+      sockets_(socket_limits{effective_max_sockets(config), config.max_connections_per_address}) {
+  counters.budget = &budget;
+}
 
 socket_table::admission server_state::admit_socket(const std::string& address, std::uint64_t& id) {
   id = next_session_id_.fetch_add(1, std::memory_order_relaxed);

@@ -14,6 +14,7 @@
 #include "agentws/server.hpp"
 #include "server/access.hpp"
 #include "server/command_parsing.hpp"
+#include "server/memory_budget.hpp"
 #include "server/socket_table.hpp"
 
 namespace agentws::detail {
@@ -49,8 +50,9 @@ enum class close_cause : std::size_t {
   shutdown_forced,     // still open when the shutdown grace ended
   message_too_big,     // 1009
   protocol_error,      // the peer broke RFC 6455 (1002 and the like)
+  memory_budget,       // took nothing while the process's memory budget stayed reached
 };
-inline constexpr std::size_t close_cause_count = 7;
+inline constexpr std::size_t close_cause_count = 8;
 std::string_view to_string(close_cause cause) noexcept;
 
 struct server_counters {
@@ -74,6 +76,8 @@ struct server_counters {
   std::atomic<std::uint64_t> sockets_refused_full{0};
   std::atomic<std::uint64_t> sockets_refused_address{0};
   std::atomic<std::uint64_t> accept_fd_exhausted{0};
+  std::atomic<std::uint64_t> memory_budget_waits{0};
+  const memory_budget* budget = nullptr;  // for its gauges; set by server_state
   std::array<std::atomic<std::uint64_t>, close_cause_count> closes_by_cause{};
   void count_close(close_cause cause) noexcept {
     closes_by_cause[static_cast<std::size_t>(cause)].fetch_add(1, std::memory_order_relaxed);
@@ -98,6 +102,8 @@ class server_state {
   const access_policy access;
   agentws::agent& agent() const noexcept { return *agent_; }
   server_counters counters;
+  // The output every connection queues, counted against one budget.
+  memory_budget budget;
   // Where commands of offload_parse_bytes or more are parsed, off the I/O
   // threads (see command_parsing.hpp). After `config`: its parses read
   // config.limits, and it is joined before they go.

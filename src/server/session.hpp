@@ -5,6 +5,10 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace boost::asio::ssl {
@@ -29,12 +33,32 @@ class session : public std::enable_shared_from_this<session> {
   // (the server needs its slot for a new connection).
   virtual void evict() = 0;
 
+  // Thread-safe. Closes the connection as a slow consumer: the memory
+  // budget stayed reached and its client took nothing (see server.hpp).
+  virtual void close_for_memory_budget() = 0;
+
   // The id the server's socket table counts this connection under (0: not
   // counted); set before start().
   void set_socket_id(std::uint64_t id) noexcept { socket_id_ = id; }
 
+  // What the server's memory-budget watch reads from any thread: the bytes
+  // of the budget this connection holds, and when its client last took a
+  // write (steady clock).
+  std::size_t budget_held() const noexcept { return budget_held_.load(std::memory_order_relaxed); }
+  std::chrono::steady_clock::time_point last_write_taken() const noexcept {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_write_taken_.load(std::memory_order_relaxed)));
+  }
+
  protected:
+  void note_write_taken(std::chrono::steady_clock::time_point at) noexcept {
+    last_write_taken_.store(at.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+
   std::uint64_t socket_id_ = 0;
+  std::atomic<std::size_t> budget_held_{0};
+  std::atomic<std::chrono::steady_clock::rep> last_write_taken_{
+      std::chrono::steady_clock::now().time_since_epoch().count()};
 };
 
 // A session for an accepted socket: plain WebSocket, or over TLS when `tls`
