@@ -55,7 +55,8 @@ struct server_config {
   // framed bytes not yet taken by the kernel): past it, the connections that
   // hold more than their share wait (their runs and their command reading)
   // while the others go on; when it stays reached, clients that take nothing
-  // are closed first (see memory_budget_grace). 0: default_memory_budget().
+  // are closed first (see memory_budget_grace). 0: default_memory_budget();
+  // at least 1 MiB and four write chunks (see effective_memory_budget).
   std::size_t memory_budget = 0;
   // How long the budget may stay reached before the connections whose
   // clients took nothing for that long are closed (1008, cause memory_budget).
@@ -136,7 +137,8 @@ std::size_t effective_max_sockets(const server_config& config);
 // A quarter of the memory this process may use (the machine's, or its
 // cgroup's memory.max when lower), and at least 64 MiB.
 std::size_t default_memory_budget();
-// The memory budget in force: server_config::memory_budget, or the default.
+// The memory budget in force: server_config::memory_budget, or the default;
+// raised to 1 MiB or four write chunks if below (one connection's writer).
 std::size_t effective_memory_budget(const server_config& config);
 
 class server {

@@ -116,7 +116,9 @@ std::vector<numeric_option> numeric_options(const server_options& defaults) {
        "bytes of output queued in the whole process (every connection's events and "
        "answers not yet taken by the kernel); past it, connections holding more than their "
        "share wait, and when it stays reached clients that take nothing are closed, " +
-           range_text(r::memory_budget) + " (0: a quarter of the machine's or the cgroup's memory)",
+           range_text(r::memory_budget) +
+           " (0: a quarter of the machine's or the cgroup's memory; at least 1 MiB and four write "
+           "chunks are used)",
        [](server_options& o, std::uint64_t v) { o.config.memory_budget = v; }},
       {"memory-budget-grace-ms", r::memory_budget_grace_ms, ms(c.memory_budget_grace),
        "how long the memory budget may stay reached before the clients that took nothing "

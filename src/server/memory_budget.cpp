@@ -47,7 +47,10 @@ std::size_t default_memory_budget() {
 }
 
 std::size_t effective_memory_budget(const server_config& config) {
-  return config.memory_budget != 0 ? config.memory_budget : default_memory_budget();
+  if (config.memory_budget == 0) return default_memory_budget();
+  // One connection must be able to hold its writer's two chunks and some
+  // events, or nothing would ever be sent.
+  return std::max({config.memory_budget, std::size_t{1} << 20, 4 * config.write_chunk_bytes});
 }
 
 }  // namespace agentws

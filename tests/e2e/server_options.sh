@@ -54,6 +54,9 @@ ranges=(
   "outbox-bytes 4096 67108864 0 4095 67108865"
   "write-chunk-bytes 1024 16777216 0 1023 16777217"
   "notsent-lowat-bytes 0 67108864 67108865"
+  "memory-budget 0 1099511627776 1099511627777"
+  "memory-budget-grace-ms 100 600000 0 99 600001"
+  "socket-send-buffer 0 67108864 67108865"
   "handshake-timeout-ms 100 600000 0 99 600001"
   "idle-timeout-ms 1000 86400000 0 999 86400001"
   "send-timeout-ms 1000 86400000 0 999 86400001"
@@ -128,7 +131,8 @@ expect_refused "--no-such-option" --no-such-option
 echo s3cret >"$dir/token"
 start_server "$server" --threads 1 --max-connections 1 --max-runs 1 --max-message-bytes 4096 \
   --max-run-id-bytes 1 --max-steps 1 --max-interval-ms 0 --outbox-bytes 4096 \
-  --write-chunk-bytes 1024 --notsent-lowat-bytes 0 --handshake-timeout-ms 1000 --idle-timeout-ms 1000 --send-timeout-ms 1000 \
+  --write-chunk-bytes 1024 --notsent-lowat-bytes 0 --memory-budget 1 --memory-budget-grace-ms 100 \
+  --socket-send-buffer 0 --handshake-timeout-ms 1000 --idle-timeout-ms 1000 --send-timeout-ms 1000 \
   --shutdown-grace-ms 100 --token-file "$dir/token" --allow-origin '*' --allow-origin https://app.example.com:8443 \
   --host localhost
 "$client" --url "ws://127.0.0.1:$PORT/ws" --token s3cret --run a --json >"$out" 2>&1 ||
@@ -143,6 +147,7 @@ start_server "$server" --threads 1024 --max-connections 1048576 --max-runs 65536
   --max-message-bytes 67108864 --max-run-id-bytes 65536 --max-steps 9007199254740991 \
   --steps 9007199254740991 --max-interval-ms 86400000 --interval-ms 86400000 \
   --outbox-bytes 67108864 --write-chunk-bytes 16777216 --notsent-lowat-bytes 67108864 \
+  --memory-budget 1099511627776 --memory-budget-grace-ms 600000 --socket-send-buffer 67108864 \
   --handshake-timeout-ms 600000 --idle-timeout-ms 86400000 --send-timeout-ms 86400000 \
   --shutdown-grace-ms 600000
 "$client" --url "ws://127.0.0.1:$PORT/ws" --run b --steps 2 --interval-ms 0 --json >"$out" 2>&1 ||
