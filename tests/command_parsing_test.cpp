@@ -95,8 +95,9 @@ TEST_CASE("parse pool: the awaiting thread serves other work while a large comma
   }
   REQUIRE(std::holds_alternative<command>(*inline_result));
 
-  command_parse_pool pool(1);
+  // The contexts outlive the pool, as the server's do (see command_parsing.hpp).
   asio::io_context io(1);
+  command_parse_pool pool(1);
   std::optional<parse_result> pooled;
   bool answered = false;
   clock_type::time_point answered_at;
@@ -140,8 +141,9 @@ TEST_CASE("parse pool: the awaiting thread serves other work while a large comma
 TEST_CASE("parse pool: the answer resumes the caller on its strand") {
   const std::string text = large_command(offload_parse_bytes + 1024);
   const protocol_limits limits = large_limits();
-  command_parse_pool pool(1);
+  // The contexts outlive the pool, as the server's do (see command_parsing.hpp).
   asio::io_context io(2);
+  command_parse_pool pool(1);
   auto strand = asio::make_strand(io);
   constexpr int callers = 8;
   int on_strand = 0;
@@ -167,8 +169,9 @@ TEST_CASE("parse pool: errors come back as inline") {
   const protocol_limits limits = large_limits();
   std::string broken = large_command(offload_parse_bytes * 2);
   broken.pop_back();  // no closing brace
-  command_parse_pool pool(1);
+  // The contexts outlive the pool, as the server's do (see command_parsing.hpp).
   asio::io_context io(1);
+  command_parse_pool pool(1);
   std::optional<parse_result> pooled;
   asio::co_spawn(
       io,
@@ -187,10 +190,11 @@ TEST_CASE("parse pool: errors come back as inline") {
 TEST_CASE("parse pool: once stopped it answers at once, without parsing") {
   const std::string text = large_command(offload_parse_bytes * 4);
   const protocol_limits limits = large_limits();
+  // The contexts outlive the pool, as the server's do (see command_parsing.hpp).
+  asio::io_context io(1);
   command_parse_pool pool(1);
   pool.stop();
   CHECK(pool.stopped());
-  asio::io_context io(1);
   int answers = 0;
   int unparsed = 0;
   for (int i = 0; i < 4; ++i) {

@@ -55,12 +55,16 @@ asio::awaitable<std::optional<parse_result>> command_parse_pool::parse(
           failure = std::current_exception();  // rethrown in the caller, as inline
         }
       }
+      // The work is given back on the caller's side, once it resumed. This
+      // thread still drops its copy of the caller's executor after the hand
+      // over: the pool must be joined before the callers' contexts go
+      // (the server state, which owns it, dies before its io_contexts).
       auto executor = work.get_executor();
-      asio::post(executor,
-                 [handler = std::move(handler), failure, result = std::move(result)]() mutable {
-                   std::move(handler)(failure, std::move(result));
-                 });
-      work.reset();
+      asio::post(executor, [handler = std::move(handler), work = std::move(work), failure,
+                            result = std::move(result)]() mutable {
+        std::move(handler)(failure, std::move(result));
+        work.reset();
+      });
     });
   };
   co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, signature>(

@@ -39,7 +39,9 @@ class command_parse_pool {
   // `threads` 0: default_threads(). No thread starts before the first parse
   // (a server that never sees a large command, or the fuzzer, has none).
   explicit command_parse_pool(unsigned threads = 0);
-  // Stops, then waits for the parse in progress, if any.
+  // Stops, then waits for the parse in progress, if any. A pool thread may
+  // hold a copy of a caller's executor for a moment after handing an answer
+  // over: destroy the pool before the callers' execution contexts.
   ~command_parse_pool();
   command_parse_pool(const command_parse_pool&) = delete;
   command_parse_pool& operator=(const command_parse_pool&) = delete;
