@@ -2,7 +2,8 @@
 // speaks it). Scenarios: flood (throughput, latency, server CPU per event),
 // cancel (time from cancel_run to run_cancelled), slow-cancel (what stands
 // between cancel_run and run_cancelled when a slow reader is flooded), idle
-// (server memory per open connection) and connect (handshakes per second).
+// (server memory per open connection), connect (handshakes per second) and
+// large-commands (what one connection sending large commands costs others).
 //
 // The client must never be the bottleneck. It uses Beast for the handshake
 // and the close only; flood and cancel read frames straight from the socket
@@ -118,6 +119,11 @@ struct options {
   // connect
   unsigned handshakes = 500;
   unsigned parallel = 4;
+  // large-commands
+  std::size_t command_bytes = 1'040'000;  // ~95k keys, under the default 1 MiB limit
+  unsigned attackers = 1;                 // 0: the paced run and fresh clients alone
+  unsigned paced_steps = 300;
+  unsigned paced_interval_ms = 10;
   std::string json_out;
 };
 
@@ -1644,6 +1650,237 @@ round_result connect_round(const options& o, const target& to) {
   return result;
 }
 
+// --- large-commands ---
+
+// One connection sends large commands back to back (cancel_run of a run it
+// never started, with an object of short keys: the costliest text to parse
+// per byte; each answer is an error) while another connection runs a paced
+// run (interval 10 ms) and records when each of its events arrives, and
+// fresh clients connect, run one step and close, one after another. What the
+// large commands cost the others: the gaps between the paced run's events
+// (10 ms when nothing is in the way) and the fresh clients' connect + run.
+
+// A cancel_run of about `bytes` with ~`bytes`/11 short keys.
+std::string large_command_text(std::size_t bytes) {
+  std::string text = R"({"command":"cancel_run","run_id":"large","input":{)";
+  text.reserve(bytes + 32);
+  for (std::size_t i = 0; text.size() + 32 < bytes; ++i) {
+    if (i != 0) text += ',';
+    text += "\"k" + std::to_string(i) + "\":" + std::to_string(i % 10);
+  }
+  text += "}}";
+  return text;
+}
+
+struct large_round_state {
+  std::string command;
+  // Shared by the two client threads.
+  std::atomic<bool> attack_written{false};  // the first large command went out
+  std::atomic<bool> paced_done{false};
+  std::atomic<bool> stopping{false};
+  std::uint64_t large_sent = 0;
+  std::uint64_t large_answered = 0;
+  std::vector<double> gaps_ms;   // between consecutive events of the paced run
+  std::vector<double> fresh_ms;  // a fresh client's connect + one-step run + close
+  steady::time_point attack_began;
+};
+
+asio::awaitable<void> large_sender(bench_connection& c, const target& to, large_round_state& s) {
+  const bool opened = co_await open_connection(c, to);
+  if (!opened) co_return;
+  c.reader.adopt(c.ws.next_layer().buffer());
+  s.attack_began = steady::now();
+  while (!s.stopping) {
+    auto [ec, written] = co_await c.ws.async_write(asio::buffer(s.command), nothrow);
+    if (ec) {
+      if (!s.stopping) c.failures.error("large command write: " + ec.message());
+      co_return;
+    }
+    ++s.large_sent;
+    s.attack_written = true;
+  }
+}
+
+// Reads the attacker's answers (errors, one per command) so they never back up.
+asio::awaitable<void> large_answer_reader(bench_connection& c, large_round_state& s) {
+  while (!s.stopping || s.large_answered < s.large_sent) {
+    if (!c.open) {
+      asio::steady_timer wait(c.ws.get_executor(), std::chrono::milliseconds(1));
+      co_await wait.async_wait(nothrow);
+      if (s.stopping) co_return;
+      continue;
+    }
+    std::string_view text;
+    const auto result = c.reader.next(text);
+    if (result == frame_reader::result::message) {
+      event_view event;
+      if (!c.events_read.read(text, event) || event.kind != agentws::event_kind::error) {
+        c.failures.violation("expected an error for a large command: " + excerpt(text));
+      }
+      ++s.large_answered;
+      continue;
+    }
+    if (result != frame_reader::result::need_more) {
+      if (!s.stopping) c.failures.error("the large-command connection ended");
+      co_return;
+    }
+    if (!co_await send_pongs(c)) co_return;
+    const error_code ec = co_await c.reader.fill(c.socket());
+    if (ec) {
+      if (!s.stopping) c.failures.error("large-command read: " + ec.message());
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> paced_run(bench_connection& c, const target& to, const options& o,
+                                large_round_state& s, bool wait_for_attack) {
+  const bool opened = co_await open_connection(c, to);
+  if (!opened) {
+    s.paced_done = true;
+    co_return;
+  }
+  c.reader.adopt(c.ws.next_layer().buffer());
+  // Bounded by the round's deadline: the attack starts within a handshake.
+  asio::steady_timer poll(c.ws.get_executor());
+  while (wait_for_attack && !s.attack_written && !s.stopping) {
+    poll.expires_after(std::chrono::milliseconds(1));
+    co_await poll.async_wait(nothrow);
+  }
+  agentws::run_params_override params;
+  params.steps = o.paced_steps;
+  params.interval_ms = o.paced_interval_ms;
+  if (co_await send_text(c, agentws::make_start_run("paced", params))) {
+    std::optional<steady::time_point> last;
+    std::uint64_t next_step = 0;
+    for (;;) {
+      const auto text = co_await next_message(c);
+      if (!text) break;
+      const auto now = steady::now();
+      event_view event;
+      if (!c.events_read.read(*text, event) || event.run_id != "paced") {
+        c.failures.violation("paced run: unexpected " + excerpt(*text));
+        break;
+      }
+      if (event.kind == agentws::event_kind::run_done) break;
+      if (event.kind == agentws::event_kind::run_event) {
+        if (event.step != next_step) {
+          c.failures.violation("paced run: step out of order: " + excerpt(*text));
+          break;
+        }
+        ++next_step;
+        if (last) {
+          s.gaps_ms.push_back(std::chrono::duration<double, std::milli>(now - *last).count());
+        }
+        last = now;
+      } else if (event.kind != agentws::event_kind::run_started) {
+        c.failures.violation("paced run: unexpected " + excerpt(*text));
+        break;
+      }
+    }
+    if (next_step != o.paced_steps) c.failures.violation("paced run: did not run every step");
+  }
+  s.paced_done = true;
+  c.done = true;
+}
+
+// Fresh clients one after another while the paced run lasts: connect, read
+// `connected`, run one step (interval 0) to run_done, close.
+asio::awaitable<void> fresh_clients(asio::io_context& io, const target& to, large_round_state& s,
+                                    std::unique_ptr<bench_connection>& slot,
+                                    failure_log& failures) {
+  asio::steady_timer pause(io);
+  agentws::run_params_override params;
+  params.steps = 1;
+  params.interval_ms = 0;
+  for (unsigned i = 0; !s.paced_done && i < 10'000; ++i) {
+    pause.expires_after(std::chrono::milliseconds(100));
+    co_await pause.async_wait(nothrow);
+    if (s.paced_done) break;
+    if (slot) failures.merge(slot->failures);
+    slot = std::make_unique<bench_connection>(io);
+    auto& c = *slot;
+    const auto begin = steady::now();
+    if (!co_await open_connection(c, to)) continue;
+    c.reader.adopt(c.ws.next_layer().buffer());
+    if (!co_await send_text(c, agentws::make_start_run("fresh", params))) continue;
+    bool done = false;
+    while (!done) {
+      const auto text = co_await next_message(c);
+      if (!text) break;
+      event_view event;
+      if (!c.events_read.read(*text, event) || event.run_id != "fresh") {
+        c.failures.violation("fresh client: unexpected " + excerpt(*text));
+        break;
+      }
+      done = event.kind == agentws::event_kind::run_done;
+    }
+    if (!done) continue;
+    co_await close_connection(c);
+    s.fresh_ms.push_back(std::chrono::duration<double, std::milli>(steady::now() - begin).count());
+  }
+}
+
+round_result large_commands_round(const options& o, const target& to) {
+  round_result result;
+  // The attacker has a client thread of its own: masking and writing 1 MB
+  // must not delay the paced connection's reads.
+  io_pool pool(2);
+  const auto deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                            std::chrono::duration<double>(o.timeout_s));
+  large_round_state s;
+  s.command = large_command_text(o.command_bytes);
+  std::vector<std::unique_ptr<bench_connection>> connections;
+  connections.push_back(std::make_unique<bench_connection>(pool.at(0)));  // paced
+  connections.push_back(nullptr);                                         // fresh client
+  const bool attack = o.attackers > 0;
+  if (attack) connections.push_back(std::make_unique<bench_connection>(pool.at(1)));
+  failure_log fresh_failures;
+  auto& paced = *connections[0];
+  spawn(pool.at(0), paced_run(paced, to, o, s, attack), paced.failures);
+  spawn(pool.at(0), fresh_clients(pool.at(0), to, s, connections[1], fresh_failures),
+        fresh_failures);
+  // When the paced run is done, the attack stops: its socket is closed on
+  // its own thread, which ends its reader and any write in progress.
+  asio::steady_timer watch(pool.at(1));
+  std::function<void(error_code)> check;
+  if (attack) {
+    auto& attacker = *connections[2];
+    spawn(pool.at(1), large_sender(attacker, to, s), attacker.failures);
+    spawn(pool.at(1), large_answer_reader(attacker, s), attacker.failures);
+    check = [&](error_code) {
+      if (!s.paced_done && steady::now() < deadline) {
+        watch.expires_after(std::chrono::milliseconds(5));
+        watch.async_wait(check);
+        return;
+      }
+      s.stopping = true;
+      attacker.abort();
+      attacker.open = false;
+    };
+    watch.expires_after(std::chrono::milliseconds(5));
+    watch.async_wait(check);
+  }
+  const auto start = steady::now();
+  result.timed_out = !run_phase(pool, deadline, connections, result.failures, "large-commands");
+  const double seconds = std::chrono::duration<double>(steady::now() - start).count();
+  for (auto& connection : connections) {
+    if (connection) result.failures.merge(connection->failures);
+  }
+  result.failures.merge(fresh_failures);
+  if (!paced.done) result.failures.violation("the paced run did not finish");
+  result.set("gap_p50_ms", quantile(s.gaps_ms, 0.50));
+  result.set("gap_p99_ms", quantile(s.gaps_ms, 0.99));
+  result.set("gap_max_ms",
+             s.gaps_ms.empty() ? 0 : *std::max_element(s.gaps_ms.begin(), s.gaps_ms.end()));
+  result.set("fresh_p50_ms", quantile(s.fresh_ms, 0.50));
+  result.set("fresh_max_ms",
+             s.fresh_ms.empty() ? 0 : *std::max_element(s.fresh_ms.begin(), s.fresh_ms.end()));
+  result.set("fresh_clients", static_cast<double>(s.fresh_ms.size()));
+  result.set("large_per_s", static_cast<double>(s.large_answered) / std::max(1e-9, seconds));
+  return result;
+}
+
 // --- Reporting ---
 
 std::string describe(const options& o) {
@@ -1662,6 +1899,12 @@ std::string describe(const options& o) {
         << " cancel trials after a " << o.warmup_ms << " ms warm-up";
   } else if (o.scenario == "idle") {
     out << o.idle_connections << " more idle connections per round (kept open)";
+  } else if (o.scenario == "large-commands") {
+    out << (o.attackers > 0 ? "one connection sending " + std::to_string(o.command_bytes) +
+                                  "-byte commands back to back"
+                            : std::string("no large commands"))
+        << ", one paced run (" << o.paced_steps << " steps, interval " << o.paced_interval_ms
+        << " ms), fresh clients every 100 ms";
   } else {
     out << o.handshakes << " handshakes, " << o.parallel << " in parallel";
   }
@@ -1750,6 +1993,11 @@ ordered_json to_json(const options& o, const std::vector<round_result>& rounds, 
     params["trial_timeout_s"] = o.trial_timeout_s;
   } else if (o.scenario == "idle") {
     params["connections"] = o.idle_connections;
+  } else if (o.scenario == "large-commands") {
+    params["command_bytes"] = o.command_bytes;
+    params["attackers"] = o.attackers;
+    params["paced_steps"] = o.paced_steps;
+    params["paced_interval_ms"] = o.paced_interval_ms;
   } else {
     params["handshakes"] = o.handshakes;
     params["parallel"] = o.parallel;
@@ -1832,13 +2080,14 @@ int main(int argc, char** argv) {
   options o;
   po::options_description described(
       "ws-bench: load generator for the agentws protocol (loopback only)\n\n"
-      "Usage: ws-bench --scenario flood|cancel|slow-cancel|idle|connect "
+      "Usage: ws-bench --scenario flood|cancel|slow-cancel|idle|connect|large-commands "
       "--url ws://127.0.0.1:PORT/ws "
       "[options]\n\nOptions");
   // clang-format off
   described.add_options()
     ("help,h", "show this help and exit")
-    ("scenario", po::value(&o.scenario), "flood, cancel, slow-cancel, idle or connect")
+    ("scenario", po::value(&o.scenario),
+     "flood, cancel, slow-cancel, idle, connect or large-commands")
     ("url", po::value(&o.url)->default_value(o.url), "server to measure (a loopback address)")
     ("label", po::value(&o.label)->default_value(o.label), "server name in the report")
     ("server-pid", po::value(&o.server_pid)->default_value(o.server_pid),
@@ -1878,6 +2127,14 @@ int main(int argc, char** argv) {
      "connect: connections opened and closed")
     ("parallel", po::value(&o.parallel)->default_value(o.parallel),
      "connect: handshakes in flight at once")
+    ("command-bytes", po::value(&o.command_bytes)->default_value(o.command_bytes),
+     "large-commands: size of each large command (an object of short keys)")
+    ("attackers", po::value(&o.attackers)->default_value(o.attackers),
+     "large-commands: 1 sends large commands, 0 measures without them")
+    ("paced-steps", po::value(&o.paced_steps)->default_value(o.paced_steps),
+     "large-commands: steps of the paced run")
+    ("paced-interval-ms", po::value(&o.paced_interval_ms)->default_value(o.paced_interval_ms),
+     "large-commands: interval of the paced run")
     ("json-out", po::value(&o.json_out), "write the results as JSON to this file");
   // clang-format on
   po::variables_map args;
@@ -1893,9 +2150,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   const bool known = o.scenario == "flood" || o.scenario == "cancel" ||
-                     o.scenario == "slow-cancel" || o.scenario == "idle" || o.scenario == "connect";
+                     o.scenario == "slow-cancel" || o.scenario == "idle" ||
+                     o.scenario == "connect" || o.scenario == "large-commands";
   if (!known) {
-    std::cerr << "ws-bench: --scenario must be flood, cancel, slow-cancel, idle or connect\n";
+    std::cerr << "ws-bench: --scenario must be flood, cancel, slow-cancel, idle, connect or "
+                 "large-commands\n";
     return 2;
   }
   if (o.scenario == "slow-cancel") {
@@ -1917,6 +2176,12 @@ int main(int argc, char** argv) {
   if (o.rounds == 0 || o.timeout_s <= 0 || o.threads == 0 || o.connections == 0 || o.runs == 0 ||
       o.samples == 0 || o.idle_connections == 0 || o.handshakes == 0) {
     std::cerr << "ws-bench: counts, --rounds, --threads and --timeout must be positive\n";
+    return 2;
+  }
+  if (o.scenario == "large-commands" &&
+      (o.attackers > 1 || o.paced_steps < 2 || o.command_bytes < 1024)) {
+    std::cerr << "ws-bench: large-commands needs --attackers 0 or 1, --paced-steps 2 or more, "
+                 "--command-bytes 1024 or more\n";
     return 2;
   }
   if (o.scenario == "idle" && o.server_pid <= 0) {
@@ -1944,6 +2209,8 @@ int main(int argc, char** argv) {
   } else if (o.scenario == "idle") {
     idle = std::make_unique<idle_scenario>(o, *to);
     round = [&] { return idle->round(); };
+  } else if (o.scenario == "large-commands") {
+    round = [&] { return large_commands_round(o, *to); };
   } else {
     round = [&] { return connect_round(o, *to); };
   }
