@@ -417,15 +417,16 @@ void basic_session<Transport>::wait_for_budget() {
   if (budget_wake_requested_) return;
   budget_wake_requested_ = true;
   // Called on the thread that made room: hop to this connection's strand.
-  state_->budget.wait(
-      [weak = std::weak_ptr<basic_session>(shared_self()), executor = ws_.get_executor()] {
-        asio::post(executor, [weak] {
-          if (auto self = weak.lock()) {
-            self->budget_wake_requested_ = false;
-            self->outbox_.wake_producers();
-          }
-        });
+  // Only a weak reference waits in the budget: a connection gone meanwhile
+  // leaves nothing behind that needs its thread.
+  state_->budget.wait([weak = std::weak_ptr<basic_session>(shared_self())] {
+    if (auto self = weak.lock()) {
+      asio::post(self->ws_.get_executor(), [self] {
+        self->budget_wake_requested_ = false;
+        self->outbox_.wake_producers();
       });
+    }
+  });
 }
 
 template <class Transport>
