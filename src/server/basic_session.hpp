@@ -78,6 +78,12 @@ struct lowest_layer_ops<boost::beast::tcp_stream> {
     if (::ioctl(stream.socket().native_handle(), SIOCOUTQ, &bytes) != 0 || bytes < 0) return 0;
     return static_cast<std::size_t>(bytes);
   }
+  // Bytes received from the peer that no read has taken yet.
+  static std::size_t readable_bytes(boost::beast::tcp_stream& stream) {
+    int bytes = 0;
+    if (::ioctl(stream.socket().native_handle(), FIONREAD, &bytes) != 0 || bytes < 0) return 0;
+    return static_cast<std::size_t>(bytes);
+  }
   // "address:port" of the peer for the logs ("[v6]:port"); "unknown" once closed.
   static std::string peer_address(boost::beast::tcp_stream& stream) {
     boost::system::error_code ec;
@@ -265,6 +271,13 @@ class basic_session final : public session {
 
   memory_budget::holding budget_holding_;
   bool budget_wake_requested_ = false;
+
+  // Commands the reader took, and how many of them a run had seen when it
+  // last found the reader idle (see run_handle::yield).
+  std::uint64_t commands_read_ = 0;
+  std::uint64_t commands_settled_ = 0;
+  // Whether the peer sent something the reader may not have handled yet.
+  bool command_pending();
 };
 
 }  // namespace agentws::detail

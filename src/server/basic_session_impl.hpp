@@ -31,6 +31,11 @@ inline constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 // A run streaming without pauses yields to the strand this often, so the
 // reader still sees cancel_run promptly while the outbox has room.
 inline constexpr unsigned emits_between_yields = 64;
+// A run that lets commands received go first (see run_handle::yield) emits
+// again once the reader stayed idle for this many trips through the strand,
+// or after this many trips in which bytes on the socket made no command.
+inline constexpr unsigned idle_trips_before_emitting = 3;
+inline constexpr unsigned trips_before_emitting_anyway = 16;
 
 // The read buffer's capacity kept between commands; past it, it is given back
 // after the message (typical commands are a few hundred bytes).
@@ -51,10 +56,12 @@ inline std::string server_header(const server_config& config) {
 }  // namespace session_detail
 
 using session_detail::emits_between_yields;
+using session_detail::idle_trips_before_emitting;
 using session_detail::is_expected_end;
 using session_detail::kept_read_buffer_bytes;
 using session_detail::nothrow;
 using session_detail::server_header;
+using session_detail::trips_before_emitting_anyway;
 
 // The run_context an agent sees: emits go through the session's outbox.
 template <class Transport>
@@ -71,7 +78,8 @@ class basic_session<Transport>::run_handle final : public run_context {
     if (run_->cancelled) co_return false;
     if (++run_->emits_since_yield >= emits_between_yields) {
       run_->emits_since_yield = 0;
-      co_await asio::post(session_.ws_.get_executor(), asio::use_awaitable);
+      co_await yield();
+      if (run_->cancelled) co_return false;
     }
     if (!co_await session_.wait_for_room(run_.get())) co_return false;
     const std::uint64_t step = run_->next_step++;
@@ -93,6 +101,52 @@ class basic_session<Transport>::run_handle final : public run_context {
   }
 
  private:
+  // Lets the rest of the strand run. A command the peer already sent must
+  // act before this run's next slice, but its read takes a few trips through
+  // the strand (a frame already in Beast's buffer completes through a post,
+  // bytes still on the socket through the reactor first), each queued behind
+  // a plain post: the run got a slice per trip. So while the reader took a
+  // command since a run last saw it idle, or bytes wait on the socket, the
+  // run yields without emitting, trip after trip: on while the reader takes
+  // commands (a burst of them acts before the runs go on), until the reader
+  // stays idle for a few trips with nothing on the socket (what came is
+  // handled; its next read waits for the network, a partial frame too) or
+  // bytes on the socket make no command for a while.
+  asio::awaitable<void> yield() {
+    const auto executor = session_.ws_.get_executor();
+    if (!session_.command_pending()) {
+      co_await asio::post(executor, asio::use_awaitable);
+      co_return;
+    }
+    unsigned idle = 0;
+    unsigned no_command = 0;
+    for (;;) {
+      if (session_.outbox_.closed()) co_return;
+      const std::uint64_t commands = session_.commands_read_;
+      if (session_.outbox_.has_answer_room()) {
+        co_await asio::post(executor, asio::use_awaitable);
+      } else {
+        // The reader waits for answer room: so does the run, without
+        // spinning. No deadlock: the writer that makes the room never
+        // waits for runs.
+        co_await session_.outbox_.wait_for_progress();
+      }
+      if (run_->cancelled) co_return;
+      if (session_.commands_read_ != commands) {
+        idle = no_command = 0;
+        continue;
+      }
+      session_.commands_settled_ = commands;
+      if (!session_.command_pending()) {
+        if (++idle >= idle_trips_before_emitting) co_return;
+      } else if (++no_command >= trips_before_emitting_anyway) {
+        co_return;
+      } else {
+        idle = 0;
+      }
+    }
+  }
+
   basic_session& session_;
   std::shared_ptr<run_state> run_;
 };
@@ -430,6 +484,16 @@ void basic_session<Transport>::wait_for_budget() {
 }
 
 template <class Transport>
+bool basic_session<Transport>::command_pending() {
+  if (commands_read_ != commands_settled_) return true;
+  if constexpr (requires(lowest_layer_type& layer) { lowest::readable_bytes(layer); }) {
+    return lowest::readable_bytes(beast::get_lowest_layer(ws_)) > 0;
+  } else {
+    return false;
+  }
+}
+
+template <class Transport>
 asio::awaitable<void> basic_session<Transport>::read_commands() {
   for (;;) {
     auto [ec, bytes] = co_await ws_.async_read(read_buffer_, nothrow);
@@ -450,6 +514,7 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
       co_return;
     }
     ++frames_received_;
+    ++commands_read_;  // runs let the reader go first (run_handle::yield)
     command_read_at_ = std::chrono::steady_clock::now();
     if (!closing_) {
       if (ws_.got_text()) {
