@@ -121,7 +121,7 @@ TEST_CASE("connections that flood and read nothing stay within the memory budget
 }
 
 TEST_CASE(
-    "a client that reads gets its stream while others hold the budget; those taking "
+    "a client that reads gets its stream while others hold the budget, and those taking "
     "nothing are closed when it stays reached",
     "[scale]") {
   raise_fd_limit();
