@@ -13,7 +13,7 @@ build_pkgs=(g++ cmake make ninja-build pkg-config libboost1.81-dev
   libboost-program-options1.81-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   catch2 libssl-dev openssl libedit-dev)
 interop_pkgs=(python3 python3-websockets python3-fastapi python3-uvicorn curl nodejs
-  npm chromium tmux)
+  npm chromium tmux iproute2)
 fuzz_pkgs=(clang-16 libclang-rt-16-dev)
 
 want=("${build_pkgs[@]}")
