@@ -533,6 +533,26 @@ TEST_CASE("format_summary lists each run and the verdict", "[protocol][scenario]
           "  run-001  running     1 events  expected done\n"
           "result: NOT every run ended as expected\n");
   }
+  SECTION("the connection lost: runs not ended are lost, ended ones keep their outcome") {
+    // What run_scenario() reports when the server dies mid-run (no close
+    // frame, no terminal events): never "running" once the connection is gone.
+    run_tracker tracker({"a", "b", "c"}, {{"b", 0ms}});
+    tracker.on_event(started("a"));
+    tracker.on_event(step("a", 0));
+    tracker.on_event(started("b"));
+    tracker.cancel_sent("b");
+    tracker.on_event(cancelled("b"));
+    // c's start was sent and never answered.
+    tracker.connection_lost();
+    CHECK(tracker.all_finished());
+    CHECK_FALSE(tracker.all_as_expected());
+    CHECK(agentws::format_summary(tracker, false) ==
+          "summary:\n"
+          "  a       lost        1 events, connection lost  expected done\n"
+          "  b       cancelled   0 events, reason=client  ok\n"
+          "  c       lost        0 events, connection lost  expected done\n"
+          "result: NOT every run ended as expected\n");
+  }
   SECTION("hostile run_ids and details are escaped") {
     run_tracker tracker({"r\x1b"}, {});
     tracker.on_event(started("r\x1b"));

@@ -425,12 +425,16 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
   }
   // The server closing on its own (a shutdown's 1001, a 1008...) ends the
   // scenario as a lost connection, even when every run had ended by then.
+  // Runs that had not ended then are lost: the server cancels them, and no
+  // event of theirs will come.
   if (const std::optional<server_close> close = state->connection.closed_by_server()) {
     notice(describe_server_close(*close));
+    tracker.connection_lost();
     co_return scenario_exit::connection;
   }
   if (!closing) {
     notice("connection lost: " + end.message());
+    tracker.connection_lost();
     co_return scenario_exit::connection;
   }
   co_return tracker.all_as_expected() ? scenario_exit::ok : scenario_exit::unexpected;
