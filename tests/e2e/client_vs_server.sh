@@ -19,7 +19,10 @@ grep -q 'result: every run ended as expected' "$out"
 "$client" --url "ws://127.0.0.1:$PORT/ws" --run solo --steps 3 --interval-ms 1 --json \
   >"$out" 2>/dev/null
 [[ $(wc -l <"$out") -eq 6 ]]  # connected, run_started, 3 run_event, run_done
-! grep -qv '^{"event_type": ' "$out"
+# (Not `! grep`: set -e ignores a negated command's status.)
+if grep -v '^{"event_type": ' "$out" >&2; then
+  echo "--json printed lines that are not events (above)" >&2; exit 1
+fi
 
 # A run expected to be cancelled that finishes first is reported, exit 1.
 set +e
