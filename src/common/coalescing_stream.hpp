@@ -1,9 +1,11 @@
 // A stream layer under the WebSocket that coalesces writes.
 //
-// Beast writes each WebSocket frame (ours, and its own pongs and close frames)
-// with async_write_some on its next layer, one at a time. This layer copies
-// the bytes into a buffer and completes the write at once, while a single
-// flush writes the buffer to the socket. Frames queued while a flush is in
+// Data frames are framed by their writer straight into this layer's buffer
+// (raw_buffer, append_text_frame) and flushed; Beast writes its own frames
+// (handshake response, pings, pongs, close) with async_write_some on its next
+// layer, one at a time, and this layer copies those bytes into the same
+// buffer and completes the write at once. A single flush writes the buffer
+// to the socket. Frames queued while a flush is in
 // flight go out together in the next one: one syscall for many events when
 // the socket is the bottleneck, and no added latency when it is not (the
 // first write starts a flush immediately). Order is preserved because there
@@ -84,16 +86,14 @@ class coalescing_stream {
   }
 
   // The fast path for data frames: append bytes already framed for the wire
-  // (see append_text_frame) and flush. Safe between writes of the stream
+  // (see append_text_frame), then flush(). Safe between writes of the stream
   // above, whose own frames (pongs, close) arrive here whole, in one call.
-  void append_raw(std::string_view bytes) { state_->pending.append(bytes); }
   std::string& raw_buffer() noexcept { return state_->pending; }
   // The next write through the stream above is buffered but not flushed: it
   // leaves with whatever the next flush() or write brings (the server's 101
   // response and its `connected` frame: one syscall, one read for the peer).
   void hold_next_write() noexcept { state_->hold_next_write = true; }
   void flush() { start_flush(state_); }
-  bool has_room() const noexcept { return state_->pending.size() <= state_->capacity; }
   // Bytes not yet handed to the socket (behind the write in flight).
   std::size_t pending_bytes() const noexcept { return state_->pending.size(); }
   const boost::system::error_code& error() const noexcept { return state_->error; }

@@ -3,9 +3,11 @@
 // beast::ssl_stream<beast::tcp_stream>, or an in-memory stream in the fuzzer.
 //
 // Everything of a session runs on its own strand: the TLS and HTTP phases,
-// then one reader (commands), one writer (the only caller of async_write,
-// draining the outbox; started by the first frame queued and ended when the
-// connection goes idle, never two at once) and one coroutine per run. No
+// then one reader (commands), one writer (draining the outbox: it frames
+// data frames straight into the coalescing layer, which Beast's own frames,
+// pings, pongs and the close, enter through its async_write_some; started by
+// the first frame queued and ended when the connection goes idle, never two
+// at once) and one coroutine per run. No
 // locks inside; other threads reach a session only through shutdown() and
 // force_close(), which post to it.
 #pragma once
