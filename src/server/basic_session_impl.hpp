@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/log_failure.hpp"
 #include "server/http_routes.hpp"
 
 namespace agentws::detail {
@@ -177,14 +178,8 @@ basic_session<Transport>::~basic_session() {
 template <class Transport>
 void basic_session<Transport>::start() {
   id_ = state_->add_session(shared_from_this(), socket_id_);
-  asio::co_spawn(ws_.get_executor(), serve(shared_self()), [id = id_](std::exception_ptr failure) {
-    if (!failure) return;
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      spdlog::error("conn {}: session failed: {}", id, e.what());
-    }
-  });
+  asio::co_spawn(ws_.get_executor(), serve(shared_self()),
+                 log_failure(fmt::format("conn {}: session", id_)));
 }
 
 template <class Transport>
@@ -661,14 +656,7 @@ void basic_session<Transport>::start_writer() {
   if (writer_running_ || writer_finished_ || !upgraded_) return;
   writer_running_ = true;
   asio::co_spawn(ws_.get_executor(), write_frames(shared_self()),
-                 [id = id_](std::exception_ptr failure) {
-                   if (!failure) return;
-                   try {
-                     std::rethrow_exception(failure);
-                   } catch (const std::exception& e) {
-                     spdlog::error("conn {}: writer failed: {}", id, e.what());
-                   }
-                 });
+                 log_failure(fmt::format("conn {}: writer", id_)));
 }
 
 template <class Transport>
@@ -860,23 +848,15 @@ void basic_session<Transport>::start_run(start_run_command command) {
       queued_predecessor(run->run_id), frame_tag{run->serial, false});
   spdlog::debug("conn {}: run {} started", id_, printable(run->run_id));
 
-  asio::co_spawn(ws_.get_executor(), run_agent(shared_self(), run),
-                 asio::bind_cancellation_slot(
-                     run->cancel_signal.slot(), [run, id = id_](std::exception_ptr failure) {
-                       // `run` is captured so its signal outlives the coroutine.
-                       if (!failure) return;
-                       try {
-                         std::rethrow_exception(failure);
-                       } catch (const boost::system::system_error& e) {
-                         if (e.code() != asio::error::operation_aborted) {
-                           spdlog::error("conn {}: run {} failed: {}", id, printable(run->run_id),
-                                         printable(e.what()));
-                         }
-                       } catch (const std::exception& e) {
-                         spdlog::error("conn {}: run {} failed: {}", id, printable(run->run_id),
-                                       printable(e.what()));
-                       }
-                     }));
+  asio::co_spawn(
+      ws_.get_executor(), run_agent(shared_self(), run),
+      asio::bind_cancellation_slot(
+          run->cancel_signal.slot(),
+          [run, log = log_failure(fmt::format("conn {}: run {}", id_, printable(run->run_id)),
+                                  {.ignore_aborted = true})](std::exception_ptr failure) {
+            // `run` is captured so its signal outlives the coroutine.
+            log(failure);
+          }));
 }
 
 template <class Transport>

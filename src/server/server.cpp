@@ -15,6 +15,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/log_failure.hpp"
 #include "server/server_state.hpp"
 #include "server/session.hpp"
 
@@ -94,14 +95,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     for (auto* context : contexts_)
       keep_running_.push_back(asio::make_work_guard(*context));
     watch_memory_budget();
-    asio::co_spawn(strand_, accept_loop(shared_from_this()), [](std::exception_ptr failure) {
-      if (!failure) return;
-      try {
-        std::rethrow_exception(failure);
-      } catch (const std::exception& e) {
-        spdlog::critical("accept loop failed: {}", e.what());
-      }
-    });
+    asio::co_spawn(strand_, accept_loop(shared_from_this()),
+                   detail::log_failure("accept loop", {.level = spdlog::level::critical}));
   }
 
   asio::awaitable<void> accept_loop([[maybe_unused]] std::shared_ptr<impl> self) {
