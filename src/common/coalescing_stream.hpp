@@ -25,6 +25,8 @@
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +40,13 @@ class coalescing_stream {
   using write_handler =
       boost::asio::any_completion_handler<void(boost::system::error_code, std::size_t)>;
   using teardown_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+
+ public:
+  // Called as each flush completes, with flushes_completed() (counting it)
+  // and its outcome. May run after the stream is gone: it must own what it uses.
+  using flush_listener = std::function<void(std::uint64_t, const boost::system::error_code&)>;
+
+ private:
 
   // Outlives the stream while a flush is in flight: the flush's completion
   // may run after the owner is gone and must then touch nothing but this.
@@ -56,6 +65,7 @@ class coalescing_stream {
     std::uint64_t flushes_completed = 0;
     bool release_when_drained = false;
     bool hold_next_write = false;
+    flush_listener on_flush;  // empty: none
   };
 
  public:
@@ -98,6 +108,13 @@ class coalescing_stream {
   std::size_t pending_bytes() const noexcept { return state_->pending.size(); }
   const boost::system::error_code& error() const noexcept { return state_->error; }
   std::uint64_t flushes_completed() const noexcept { return state_->flushes_completed; }
+  // The number (as flushes_completed() will count it) of the flush carrying
+  // the bytes last appended, after flush(): the one in flight, or if they
+  // wait behind it, the next.
+  std::uint64_t flush_carrying_pending() const noexcept {
+    return state_->flushes_completed + (state_->flushing && !state_->pending.empty() ? 2 : 1);
+  }
+  void set_flush_listener(flush_listener listener) { state_->on_flush = std::move(listener); }
 
   // Gives back the buffers' memory once everything is written (at once if it
   // is), for connections going idle; the next write allocates again.
@@ -204,6 +221,7 @@ class coalescing_stream {
       s.error = ec;
       s.pending.clear();
     }
+    if (s.on_flush) s.on_flush(s.flushes_completed, ec);
     if (s.blocked_write) {
       write_handler handler = std::move(*s.blocked_write);
       s.blocked_write.reset();

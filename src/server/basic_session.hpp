@@ -25,6 +25,8 @@
 #include <boost/beast/websocket/ssl.hpp>
 #include <boost/beast/websocket/stream.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +54,35 @@ struct run_state {
   bool cancelled = false;
   std::uint64_t next_step = 0;
   unsigned emits_since_yield = 0;
+};
+
+// Cancels whose run_cancelled the writer handed to the coalescing layer:
+// when each cancel_run was read, and the flush that carries its answer. Kept
+// by the layer's flush listener, which may outlive the session.
+struct cancels_in_flush {
+  explicit cancels_in_flush(std::shared_ptr<server_state> server) : state(std::move(server)) {}
+  struct pending {
+    std::uint64_t flush;
+    std::chrono::steady_clock::time_point read_at;
+  };
+  std::shared_ptr<server_state> state;
+  std::vector<pending> cancels;
+
+  // As flush number `completed` completes: its cancels reached the kernel.
+  void flushed(std::uint64_t completed, const boost::system::error_code& ec) {
+    if (cancels.empty()) return;
+    if (ec) {  // never sent: nothing to measure
+      cancels.clear();
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(cancels, [&](const pending& cancel) {
+      if (cancel.flush > completed) return false;
+      state->counters.cancel_latency_seconds.observe(
+          std::chrono::duration<double>(now - cancel.read_at).count());
+      return true;
+    });
+  }
 };
 
 // What a session needs of the lowest layer (the TCP stream, or the fuzzer's
@@ -231,10 +262,13 @@ class basic_session final : public session {
   bool closing_ = false;
   std::optional<boost::beast::websocket::close_reason> close_reason_;
 
-  // When the command being handled was read, and when each run_cancelled
-  // still in the outbox was answered (for the cancel-latency histogram).
+  // For the cancel-latency histogram: when the command being handled was
+  // read; when the cancel_run of each run_cancelled still in the outbox was
+  // read; and, for those the writer took, the flush of the coalescing layer
+  // that carries them (observed when it completes: see cancels_in_flush).
   std::chrono::steady_clock::time_point command_read_at_;
   std::vector<std::chrono::steady_clock::time_point> cancels_in_outbox_;
+  std::shared_ptr<cancels_in_flush> cancels_in_flush_;
 
   // The writer's last chunk while it waits in the coalescing layer behind the
   // write in flight, not yet handed to the socket: spans of consecutive

@@ -165,6 +165,11 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
       liveness_timer_(ws_.get_executor()) {
   // Beast's own frames (pongs, the close) wait once this much is buffered.
   ws_.next_layer().set_capacity(state_->config.write_chunk_bytes);
+  cancels_in_flush_ = std::make_shared<cancels_in_flush>(state_);
+  ws_.next_layer().set_flush_listener(
+      [cancels = cancels_in_flush_](std::uint64_t completed, const error_code& ec) {
+        cancels->flushed(completed, ec);
+      });
 }
 
 template <class Transport>
@@ -605,11 +610,11 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     auto& counters = state_->counters;
     counters.write_batch_frames.observe(static_cast<double>(taken.frames));
     if (!cancels_in_outbox_.empty()) {
-      const auto flushed_at = std::chrono::steady_clock::now();
-      for (const auto read_at : cancels_in_outbox_) {
-        counters.cancel_latency_seconds.observe(
-            std::chrono::duration<double>(flushed_at - read_at).count());
-      }
+      // Their run_cancelled went with this chunk (answers go first); the
+      // latency is observed when the flush carrying it completes.
+      const std::uint64_t flush = layer.flush_carrying_pending();
+      for (const auto read_at : cancels_in_outbox_)
+        cancels_in_flush_->cancels.push_back({flush, read_at});
       cancels_in_outbox_.clear();
     }
     counters.frames_sent.fetch_add(taken.frames, std::memory_order_relaxed);

@@ -133,7 +133,8 @@ std::string server_counters::render_metrics() const {
     out.append(std::to_string(h.count.load(std::memory_order_relaxed))).append("\n");
   };
   histogram("cancel_latency_seconds",
-            "From reading cancel_run to handing run_cancelled to the socket.",
+            "From reading cancel_run to the completion of the socket write carrying "
+            "run_cancelled.",
             cancel_latency_seconds);
   histogram("write_batch_frames", "Event frames per socket write (outbox depth when taken).",
             write_batch_frames);

@@ -83,7 +83,8 @@ struct server_counters {
     closes_by_cause[static_cast<std::size_t>(cause)].fetch_add(1, std::memory_order_relaxed);
   }
   std::array<std::atomic<std::uint64_t>, protocol_error_code_count> errors_by_code{};
-  // From reading a cancel_run to handing its run_cancelled to the socket.
+  // From reading a cancel_run to handing its run_cancelled to the socket:
+  // until the socket write carrying it completed (the bytes are the kernel's).
   fixed_histogram<9> cancel_latency_seconds{
       {0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1}};
   // Frames per socket write: how deep the outbox was when the writer took it.
