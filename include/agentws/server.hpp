@@ -153,6 +153,10 @@ class server {
   // halves cancel latency compared with one context run by two threads.
   // Every context must outlive the server; at least one is required.
   server(std::span<boost::asio::io_context* const> contexts, server_config config);
+  // A started server not stopped yet is stopped (as by stop() with no
+  // callback): it closes its connections in the background and each
+  // context's run() returns once they are gone. Never waits; the contexts
+  // must still outlive what was posted to them.
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;

@@ -95,6 +95,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     for (auto* context : contexts_)
       keep_running_.push_back(asio::make_work_guard(*context));
     watch_memory_budget();
+    started_ = true;
     asio::co_spawn(strand_, accept_loop(shared_from_this()),
                    detail::log_failure("accept loop", {.level = spdlog::level::critical}));
   }
@@ -281,6 +282,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::optional<std::chrono::steady_clock::time_point> budget_reached_since_;
   std::unique_ptr<asio::ssl::context> tls_;  // null: plain ws://
   std::uint16_t port_ = 0;
+  bool started_ = false;  // start() got as far as the accept loop
   int reserve_fd_ = -1;  // given back when accept runs out of descriptors
 
   ~impl() {
@@ -294,7 +296,12 @@ server::server(asio::io_context& io, server_config config)
 server::server(std::span<asio::io_context* const> contexts, server_config config)
     : impl_(std::make_shared<impl>(contexts, std::move(config))) {}
 
-server::~server() = default;
+server::~server() {
+  // A started server's accept loop, memory-budget watch and work guards
+  // would keep its contexts running forever: stop it. What is posted holds
+  // the impl, so nothing here waits and nothing runs on a freed server.
+  if (impl_->started_) impl_->stop({});
+}
 
 void server::start() {
   impl_->start();
