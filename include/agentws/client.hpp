@@ -3,10 +3,13 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_category.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,19 +85,33 @@ struct server_close {
 // reason the server gave, escaped.
 std::string describe_server_close(const server_close& close);
 
+// A name lookup: calls `done` once, on any thread, with the endpoints or the
+// error. connect() waits for it only until its timeout, so a lookup that never
+// answers costs the timeout, not a hang.
+using resolve_function = std::function<void(
+    const std::string& host, const std::string& port,
+    std::function<void(boost::system::error_code, boost::asio::ip::tcp::resolver::results_type)>
+        done)>;
+
 // One client connection. All calls must come from the same strand (or one
 // thread); sends are queued and written by one writer in order.
 class client_connection {
  public:
+  // The most bytes of frames queued and not yet written: send() refuses a
+  // frame that would go past it (commands are small; this guards against a
+  // caller that sends faster than the server reads, or before connecting).
+  static constexpr std::size_t max_queued_send_bytes = 1024 * 1024;
+
   explicit client_connection(boost::asio::any_io_executor executor);
   ~client_connection();
   client_connection(const client_connection&) = delete;
   client_connection& operator=(const client_connection&) = delete;
 
-  // Resolves, connects and performs the TLS (for wss://) and WebSocket
-  // handshakes, all within `timeout`. `handshake` adds the token, Origin and
-  // extra headers to the upgrade request. `tls` is used only for wss:// URLs.
-  // When the server declines the upgrade, refusal() says how.
+  // Resolves the host, connects and performs the TLS (for wss://) and
+  // WebSocket handshakes, all within `timeout`: one deadline for the lot, the
+  // name lookup included (past it: beast::error::timeout). `handshake` adds the
+  // token, Origin and extra headers to the upgrade request. `tls` is used only
+  // for wss:// URLs. When the server declines the upgrade, refusal() says how.
   boost::asio::awaitable<boost::system::error_code> connect(const ws_url& url,
                                                             std::chrono::milliseconds timeout,
                                                             handshake_options handshake = {},
@@ -103,8 +120,15 @@ class client_connection {
   // The server's answer when connect() failed because it declined the upgrade.
   const std::optional<upgrade_refusal>& refusal() const noexcept;
 
-  // Queues one text frame. Never waits; frames go out in call order.
-  void send(std::string text);
+  // Replaces the system's name lookup (getaddrinfo on a thread of its own)
+  // for the next connect().
+  void set_resolver(resolve_function resolve);
+
+  // Queues one text frame. Never waits; frames go out in call order. Fails,
+  // queueing nothing, with boost::asio::error::no_buffer_space when the frame
+  // would take the queue past max_queued_send_bytes, and with
+  // boost::asio::error::shut_down after close() or abort() (or a failed write).
+  [[nodiscard]] boost::system::error_code send(std::string text);
 
   // Reads the next message. The view stays valid until the next read(). An
   // error ends the stream: websocket::error::closed after a clean close.

@@ -6,20 +6,27 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/ssl/verify_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket/stream.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <variant>
 
 #include "agentws/events.hpp"
@@ -35,8 +42,8 @@ using boost::system::error_code;
 
 namespace {
 constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
-// Commands are small and rare; the bound only guards against a runaway caller.
-constexpr std::size_t client_outbox_bytes = 1024 * 1024;
+// send() enforces the bound itself, exactly; the outbox gets it as well.
+constexpr std::size_t client_outbox_bytes = client_connection::max_queued_send_bytes;
 
 using plain_websocket = websocket::stream<beast::tcp_stream>;
 using tls_websocket = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
@@ -77,6 +84,47 @@ std::unique_ptr<ssl::context> make_tls_context(const tls_options& tls, error_cod
   if (ec) return nullptr;
   return context;
 }
+
+// The system's lookup, on a thread of its own: getaddrinfo cannot be
+// cancelled, and asio's resolver would keep its io_context (and the process)
+// waiting for one that hangs.
+void system_resolve(const std::string& host, const std::string& port,
+                    std::function<void(error_code, asio::ip::tcp::resolver::results_type)> done) {
+  std::thread([host, port, done = std::move(done)] {
+    asio::io_context own;
+    asio::ip::tcp::resolver resolver(own);
+    error_code ec;
+    auto results = resolver.resolve(host, port, ec);
+    done(ec, std::move(results));
+  }).detach();
+}
+
+// A lookup's answer, shared with its callback, which may run on another
+// thread, and after connect() gave up on it (then it only drops the answer).
+struct pending_lookup {
+  std::mutex mutex;
+  bool answered = false;
+  bool abandoned = false;  // connect() is gone: touch nothing of it
+  error_code error;
+  asio::ip::tcp::resolver::results_type endpoints;
+  asio::any_io_executor executor;
+  std::weak_ptr<asio::steady_timer> wakeup;  // connect()'s, which waits on it
+
+  void answer(error_code ec, asio::ip::tcp::resolver::results_type results) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (abandoned || answered) return;
+    answered = true;
+    error = ec;
+    endpoints = std::move(results);
+    asio::post(executor, [wakeup = wakeup] {
+      if (auto timer = wakeup.lock()) timer->cancel();
+    });
+  }
+  void abandon() {
+    const std::lock_guard<std::mutex> lock(mutex);
+    abandoned = true;
+  }
+};
 
 bool is_ip_address(const std::string& host) {
   error_code ec;
@@ -203,6 +251,7 @@ struct client_connection::impl : std::enable_shared_from_this<impl> {
   bool close_received = false;
   bool close_received_first = false;  // the server's close came before ours went out
   std::optional<upgrade_refusal> refusal;
+  resolve_function resolve = system_resolve;
 };
 
 client_connection::client_connection(asio::any_io_executor executor)
@@ -218,6 +267,9 @@ asio::awaitable<error_code> client_connection::connect(const ws_url& url,
                                                        handshake_options handshake,
                                                        tls_options tls) {
   impl_->refusal.reset();
+  // One deadline for the name lookup, the TCP connect, the TLS handshake and
+  // the WebSocket handshake.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   if (url.secure) {
     error_code context_error;
     impl_->tls_context = make_tls_context(tls, context_error);
@@ -226,11 +278,31 @@ asio::awaitable<error_code> client_connection::connect(const ws_url& url,
   }
   auto& stream =
       impl_->visit([](auto& ws) -> beast::tcp_stream& { return beast::get_lowest_layer(ws); });
-  asio::ip::tcp::resolver resolver(impl_->executor);
-  auto [resolve_error, endpoints] = co_await resolver.async_resolve(url.host, url.port, nothrow);
-  if (resolve_error) co_return resolve_error;
-  // One deadline for TCP connect, TLS handshake and WebSocket handshake.
-  stream.expires_after(timeout);
+  auto wakeup = std::make_shared<asio::steady_timer>(impl_->executor, deadline);
+  auto lookup = std::make_shared<pending_lookup>();
+  lookup->executor = impl_->executor;
+  lookup->wakeup = wakeup;
+  // However connect() ends (even destroyed while it waits), the callback
+  // will not post to its executor afterwards.
+  const std::unique_ptr<pending_lookup, void (*)(pending_lookup*)> abandon_on_exit(
+      lookup.get(), [](pending_lookup* pending) { pending->abandon(); });
+  impl_->resolve(url.host, url.port,
+                 [lookup](error_code ec, asio::ip::tcp::resolver::results_type results) {
+                   lookup->answer(ec, std::move(results));
+                 });
+  for (;;) {
+    {
+      const std::lock_guard<std::mutex> lock(lookup->mutex);
+      if (lookup->answered) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        co_return make_error_code(beast::error::timeout);
+      }
+    }
+    co_await wakeup->async_wait(nothrow);  // the deadline, or the answer's cancel()
+  }
+  if (lookup->error) co_return lookup->error;
+  const auto endpoints = lookup->endpoints;
+  stream.expires_at(deadline);
   auto [connect_error, endpoint] = co_await stream.async_connect(endpoints, nothrow);
   if (connect_error) co_return connect_error;
   error_code ignored;
@@ -314,8 +386,18 @@ asio::awaitable<error_code> client_connection::connect(const ws_url& url,
   co_return error_code{};
 }
 
-void client_connection::send(std::string text) {
+void client_connection::set_resolver(resolve_function resolve) {
+  impl_->resolve = std::move(resolve);
+}
+
+error_code client_connection::send(std::string text) {
+  if (impl_->outbox.closed()) return asio::error::shut_down;
+  if (text.size() >
+      max_queued_send_bytes - std::min(impl_->outbox.queued_bytes(), max_queued_send_bytes)) {
+    return asio::error::no_buffer_space;
+  }
   impl_->outbox.push_event([&text](std::string& out) { out.append(text); }, {});
+  return {};
 }
 
 asio::awaitable<std::pair<error_code, std::string_view>> client_connection::read() {

@@ -183,16 +183,24 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
               notice("not connected: command not sent");
               return;
             }
+            // A frame the connection refuses (past its send bound) is not
+            // sent, and not tracked.
+            auto sent = [&](std::string frame) {
+              const boost::system::error_code ec = state->connection->send(std::move(frame));
+              if (ec) notice("command not sent: " + ec.message());
+              return !ec;
+            };
             if constexpr (std::is_same_v<type, interactive_start>) {
               run_params_override params = request.params;
               if (!params.steps) params.steps = defaults.steps;
               if (!params.interval_ms) params.interval_ms = defaults.interval_ms;
-              state->tracker.track(request.run_id, run_outcome::done);
-              state->connection->send(make_start_run(request.run_id, params));
+              if (sent(make_start_run(request.run_id, params))) {
+                state->tracker.track(request.run_id, run_outcome::done);
+              }
             } else if constexpr (std::is_same_v<type, interactive_cancel>) {
-              state->tracker.cancel_sent(request.run_id);
-              state->connection->send(make_cancel_run(request.run_id));
+              if (sent(make_cancel_run(request.run_id))) state->tracker.cancel_sent(request.run_id);
             } else {
+              if (!sent(request.text)) return;
               // Follow what the server will make of it: a start or a cancel
               // it accepts is tracked like a typed one.
               const parse_result parsed = parse_command(request.text, protocol_limits{});
@@ -206,7 +214,6 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
               } else {
                 state->tracker.raw_sent();
               }
-              state->connection->send(request.text);
             }
           } else if constexpr (std::is_same_v<type, interactive_list>) {
             if (state->tracker.reports().empty()) notice("no runs yet");

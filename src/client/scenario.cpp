@@ -377,7 +377,15 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
     state->connection.abort();
   });
   for (const auto& run_id : plan.runs) {
-    state->connection.send(make_start_run(run_id, plan.params));
+    if (auto ec = state->connection.send(make_start_run(run_id, plan.params))) {
+      // Past the send bound: this run cannot start; the scenario ends here.
+      notice("cannot send the start of " + printable(run_id) + ": " + ec.message());
+      state->finished = true;
+      state->deadline.cancel();
+      state->connection.abort();
+      tracker.connection_lost();
+      co_return scenario_exit::connection;
+    }
   }
   for (const auto& cancel : plan.cancels) {
     auto& timer = state->cancel_timers.emplace_back(
@@ -386,8 +394,13 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
                        report = output.on_notice](const boost::system::error_code& ec) {
       if (ec || state->finished) return;
       if (report) report("cancelling " + printable(run_id));
+      if (auto send_error = state->connection.send(make_cancel_run(run_id))) {
+        if (report) {
+          report("cannot send the cancel of " + printable(run_id) + ": " + send_error.message());
+        }
+        return;
+      }
       tracker.cancel_sent(run_id);
-      state->connection.send(make_cancel_run(run_id));
     });
   }
 
