@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -267,5 +268,51 @@ TEST_CASE("the kernel's send buffer per connection stays at --socket-send-buffer
   CHECK(ended);
   CHECK(largest > 0);
   CHECK(largest <= 2 * socket_send_buffer);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("a client that reads fast does not keep another out of a full budget", "[scale]") {
+  // The first client's outbox may hold four times the whole budget, so alone
+  // it fills the budget; the second must still get its share.
+  server_process server(
+      AGENTWS_WS_SERVER,
+      {"--threads", "2", "--memory-budget", std::to_string(mib_bytes), "--outbox-bytes",
+       std::to_string(4 * mib_bytes), "--max-steps", "1000000000"});
+  test_peer first(server.port());
+  first.expect_event("connected");
+  first.send_command(start("endless", 1'000'000'000, 0));
+  first.expect_event("run_started");
+  // It reads as fast as it can on its own thread until told to stop.
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> first_events{0};
+  std::thread first_reader([&] {
+    const auto deadline = clock_type::now() + std::chrono::seconds(60);
+    while (!stop && clock_type::now() < deadline) {
+      if (!first.next_event(std::chrono::seconds(5))) break;
+      ++first_events;
+    }
+  });
+  // Joined however the test ends (a failed REQUIRE unwinds through here).
+  struct joiner {
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    ~joiner() {
+      stop = true;
+      if (thread.joinable()) thread.join();
+    }
+  } join_first{stop, first_reader};
+  REQUIRE(wait_for([&] { return first_events > 100'000; }, std::chrono::seconds(20)));
+
+  test_peer second(server.port());
+  second.expect_event("connected");
+  const int steps = sanitized ? 2'000 : 20'000;
+  second.send_command(start("second", steps, 0));
+  const auto events = second.events_until_terminal("second", std::chrono::seconds(20));
+  stop = true;
+  first_reader.join();
+  INFO("the first client read " << first_events << " events meanwhile");
+  REQUIRE_FALSE(events.empty());
+  CHECK(events.back()["event_type"] == "run_done");
+  CHECK(static_cast<int>(events.size()) == steps + 2);
   CHECK(server.stop() == 0);
 }

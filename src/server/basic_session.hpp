@@ -229,6 +229,8 @@ class basic_session final : public session {
   void release_output();
   // While the budget is reached, an empty outbox gives its buffers back.
   void release_idle_buffers_under_pressure();
+  // What this connection may hold while the budget is reached.
+  std::size_t share_of_budget() const noexcept;
   // Past its share while the budget is reached: the reader pauses too.
   bool over_budget_share() const noexcept;
   // Asks the budget to wake this connection's waiters when room comes back.

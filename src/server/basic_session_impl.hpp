@@ -430,7 +430,12 @@ bool basic_session<Transport>::reserve_output() noexcept {
   constexpr std::size_t typical_event_bytes = 512;
   const std::size_t needed = outbox_.queue().memory_bytes_after_event(typical_event_bytes) +
                              ws_.next_layer().memory_bytes();
-  if (needed <= budget_holding_.bytes) return true;
+  if (needed <= budget_holding_.bytes) {
+    // Memory is short and this connection holds more than its share: it
+    // waits until its writer has emptied the outbox and given its buffers
+    // back, so a client that reads fast cannot keep the others out.
+    return !state_->budget.reached() || budget_holding_.bytes <= share_of_budget();
+  }
   const bool granted = state_->budget.reserve(
       budget_holding_, needed, state_->counters.connections_open.load(std::memory_order_relaxed));
   budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
@@ -458,12 +463,15 @@ void basic_session<Transport>::release_idle_buffers_under_pressure() {
 }
 
 template <class Transport>
+std::size_t basic_session<Transport>::share_of_budget() const noexcept {
+  return std::max(
+      memory_budget::block_bytes,
+      state_->budget.fair_share(state_->counters.connections_open.load(std::memory_order_relaxed)));
+}
+
+template <class Transport>
 bool basic_session<Transport>::over_budget_share() const noexcept {
-  const memory_budget& budget = state_->budget;
-  return budget.reached() &&
-         budget_holding_.bytes >= std::max(memory_budget::block_bytes,
-                                           budget.fair_share(state_->counters.connections_open.load(
-                                               std::memory_order_relaxed)));
+  return state_->budget.reached() && budget_holding_.bytes >= share_of_budget();
 }
 
 template <class Transport>
@@ -578,10 +586,13 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
         waiting_chunk_.shrink_to_fit();
         finished_runs_.clear();
         writer_running_ = false;
+        note_caught_up();
         co_return;
       }
+      note_caught_up();
       release_idle_buffers_under_pressure();
       co_await outbox_.wait_for_frames();
+      note_write_taken(std::chrono::steady_clock::now());  // output waits from here
     }
     if (outbox_.empty()) break;  // closed and drained
     // The peer is closing or gone, or we are closing a slow consumer (its
@@ -660,6 +671,7 @@ template <class Transport>
 void basic_session<Transport>::start_writer() {
   if (writer_running_ || writer_finished_ || !upgraded_) return;
   writer_running_ = true;
+  note_write_taken(std::chrono::steady_clock::now());  // output waits from here
   asio::co_spawn(ws_.get_executor(), write_frames(shared_self()),
                  log_failure(fmt::format("conn {}: writer", id_)));
 }

@@ -224,7 +224,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     std::vector<std::shared_ptr<detail::session>> sessions;
     std::vector<detail::budget_holder> holders;
     state_->for_each_session([&](detail::session& s) {
-      holders.push_back({sessions.size(), s.budget_held(), now - s.last_write_taken() < grace});
+      holders.push_back({sessions.size(), s.budget_held(), s.behind_since() > now - grace});
       sessions.push_back(s.shared_from_this());
     });
     const auto chosen =

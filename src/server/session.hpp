@@ -42,23 +42,30 @@ class session : public std::enable_shared_from_this<session> {
   void set_socket_id(std::uint64_t id) noexcept { socket_id_ = id; }
 
   // What the server's memory-budget watch reads from any thread: the bytes
-  // of the budget this connection holds, and when its client last took a
-  // write (steady clock).
+  // of the budget this connection holds, and since when its client has
+  // taken no write while output waited for it (time_point::max() when
+  // nothing waits: a connection with nothing to send is never behind).
   std::size_t budget_held() const noexcept { return budget_held_.load(std::memory_order_relaxed); }
-  std::chrono::steady_clock::time_point last_write_taken() const noexcept {
+  std::chrono::steady_clock::time_point behind_since() const noexcept {
     return std::chrono::steady_clock::time_point(
-        std::chrono::steady_clock::duration(last_write_taken_.load(std::memory_order_relaxed)));
+        std::chrono::steady_clock::duration(behind_since_.load(std::memory_order_relaxed)));
   }
 
  protected:
+  // The writer: output waits, or a write was just taken, at `at`.
   void note_write_taken(std::chrono::steady_clock::time_point at) noexcept {
-    last_write_taken_.store(at.time_since_epoch().count(), std::memory_order_relaxed);
+    behind_since_.store(at.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  // The writer: everything queued was written.
+  void note_caught_up() noexcept {
+    behind_since_.store(std::chrono::steady_clock::time_point::max().time_since_epoch().count(),
+                        std::memory_order_relaxed);
   }
 
   std::uint64_t socket_id_ = 0;
   std::atomic<std::size_t> budget_held_{0};
-  std::atomic<std::chrono::steady_clock::rep> last_write_taken_{
-      std::chrono::steady_clock::now().time_since_epoch().count()};
+  std::atomic<std::chrono::steady_clock::rep> behind_since_{
+      std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
 // A session for an accepted socket: plain WebSocket, or over TLS when `tls`
