@@ -47,7 +47,6 @@ class coalescing_stream {
   using flush_listener = std::function<void(std::uint64_t, const boost::system::error_code&)>;
 
  private:
-
   // Outlives the stream while a flush is in flight: the flush's completion
   // may run after the owner is gone and must then touch nothing but this.
   struct flush_state {

@@ -283,7 +283,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::unique_ptr<asio::ssl::context> tls_;  // null: plain ws://
   std::uint16_t port_ = 0;
   bool started_ = false;  // start() got as far as the accept loop
-  int reserve_fd_ = -1;  // given back when accept runs out of descriptors
+  int reserve_fd_ = -1;   // given back when accept runs out of descriptors
 
   ~impl() {
     if (reserve_fd_ >= 0) ::close(reserve_fd_);
