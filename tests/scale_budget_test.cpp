@@ -47,16 +47,6 @@ std::uint64_t metric(std::uint16_t port, std::string_view name) {
   return std::stoull(metrics.substr(at + key.size()));
 }
 
-template <class Done>
-bool wait_for(Done done, std::chrono::milliseconds limit) {
-  const auto deadline = clock_type::now() + limit;
-  while (!done()) {
-    if (clock_type::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return true;
-}
-
 // `count` connections, each with `runs` flooding runs, reading nothing.
 std::vector<std::unique_ptr<raw_peer>> open_hogs(std::uint16_t port, std::size_t count, int runs) {
   std::vector<std::unique_ptr<raw_peer>> hogs;
@@ -69,12 +59,6 @@ std::vector<std::unique_ptr<raw_peer>> open_hogs(std::uint16_t port, std::size_t
     hogs.push_back(std::move(peer));
   }
   return hogs;
-}
-
-std::string mib(std::size_t kib) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(kib) / 1024.0);
-  return text;
 }
 
 }  // namespace

@@ -23,26 +23,7 @@ using namespace agentws::testing;
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
 constexpr bool sanitized = sanitized_build;
-
-std::string mib(std::size_t kib) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(kib) / 1024.0);
-  return text;
-}
-
-// Polls until `done()` or `limit`; false on the limit.
-template <class Done>
-bool wait_for(Done done, std::chrono::milliseconds limit) {
-  const auto deadline = clock_type::now() + limit;
-  while (!done()) {
-    if (clock_type::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return true;
-}
 
 }  // namespace
 

@@ -568,12 +568,6 @@ std::size_t ephemeral_ports() {
   return high - low + 1;
 }
 
-std::string mib(std::size_t kib) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(kib) / 1024.0);
-  return text;
-}
-
 // The server's descriptors with no client connected. Its listening socket
 // exists before it logs its port, so sockets are counted at once, before any
 // client connects; its signal handling (a pipe) is set up after the log

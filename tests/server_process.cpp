@@ -170,4 +170,10 @@ int server_process::stop(std::chrono::milliseconds limit) {
   return exit_status_;
 }
 
+std::string mib(std::size_t kib) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(kib) / 1024.0);
+  return text;
+}
+
 }  // namespace agentws::testing

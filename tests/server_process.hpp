@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace agentws::testing {
@@ -59,5 +60,19 @@ class server_process {
   std::string log_path_;
   int exit_status_ = -1;
 };
+
+// Polls `done()` every 50 ms until it holds or `limit` passes; false on the limit.
+template <class Done>
+bool wait_for(Done done, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+// A size in KiB as "12.3 MiB", for the scale tests' reports.
+std::string mib(std::size_t kib);
 
 }  // namespace agentws::testing
