@@ -108,8 +108,8 @@ TEST_CASE("ws-client refuses runs no run could wait for", "[protocol][client_opt
 }
 
 TEST_CASE("ws-client's modes and their options", "[protocol][client_options]") {
-  check_refused({"--reconnect"}, "--reconnect works with -i only");
-  check_refused({"-i", "--run", "a"}, "with -i, type start and cancel");
+  check_refused({"-i", "--run", "a"}, "with -i, type start, cancel and attach");
+  check_refused({"-i", "--attach", "a"}, "with -i, type start, cancel and attach");
   check_refused({"--color", "blue"}, "--color: 'blue' is not auto, always or never");
   check_refused({"--url", "http://x/ws"}, "--url: 'http://x/ws': the URL must start with ws://");
   check_refused({"8000"}, "positional");
@@ -155,4 +155,42 @@ TEST_CASE("ws-client's token, headers and origin", "[protocol][client_options]")
   check_refused({"--header", "Sec-WebSocket-Key: x"}, "is set by the WebSocket handshake");
   check_refused({"--origin", "example.com"}, "--origin: 'example.com' is not an origin");
   check_refused({"--origin", "https://example.com/path"}, "is not an origin");
+}
+
+TEST_CASE("ws-client resumes: --reconnect, --session and --attach", "[protocol][client_options]") {
+  // A scenario reconnects too: its runs are resumed when the server can.
+  auto scenario = parse({"--reconnect", "--run", "a"});
+  REQUIRE(scenario.options);
+  CHECK(scenario.options->reconnect);
+  CHECK(scenario.options->plan.reconnect);
+  CHECK(scenario.options->plan.announce_session);
+  auto json = parse({"--json"});
+  REQUIRE(json.options);
+  CHECK_FALSE(json.options->plan.announce_session);  // the connected event carries the key
+
+  auto attach = parse({"--session", "k3y", "--attach", "r1@17", "--attach", "r2"});
+  REQUIRE(attach.options);
+  const agentws::scenario& plan = attach.options->plan;
+  CHECK(plan.session == "k3y");
+  CHECK(plan.runs.empty());  // attaching replaces the default runs and their cancel
+  CHECK(plan.cancels.empty());
+  REQUIRE(plan.attaches.size() == 2);
+  CHECK(plan.attaches[0].run_id == "r1");
+  CHECK(plan.attaches[0].after_seq == 17);
+  CHECK(plan.attaches[1].after_seq == -1);
+  auto both = parse({"--run", "a", "--attach", "b@3"});
+  REQUIRE(both.options);
+  CHECK(both.options->plan.runs == std::vector<std::string>{"a"});
+  CHECK(both.options->plan.attaches.size() == 1);
+
+  check_refused({"--attach", "r@x"}, "--attach: 'r@x' is not RUN or RUN@SEQ");
+  check_refused({"--attach", "r@-2"}, "--attach: 'r@-2' is not RUN or RUN@SEQ");
+  check_refused({"--attach", "@4"}, "--attach: '@4': the run_id is empty");
+  check_refused({"--attach", "r", "--attach", "r@3"}, "--attach: 'r@3': r is attached twice");
+  check_refused({"--run", "r", "--attach", "r"}, "r is started too (--run)");
+  check_refused({"--session", ""}, "--session: the key is empty");
+  check_refused({"--session", "a b"}, "--session: a key is made of visible ASCII characters");
+  const auto help = parse({"--help"});
+  CHECK(help.output.find("--attach") != std::string::npos);
+  CHECK(help.output.find("detach_grace_ms 60000") != std::string::npos);
 }

@@ -16,9 +16,11 @@ namespace agentws {
 
 // What ws-client runs with once its command line is accepted.
 struct client_options {
-  scenario plan;  // url, token, headers, TLS, runs, cancels, params, timeout
+  // url, token, headers, TLS, runs, cancels, attaches, session, params,
+  // timeout, reconnect
+  scenario plan;
   bool interactive = false;
-  bool reconnect = false;      // -i only
+  bool reconnect = false;      // the same as plan.reconnect
   bool timeout_given = false;  // -i applies --timeout only when it is given
   bool json = false;
   std::string color = "auto";  // auto, always or never

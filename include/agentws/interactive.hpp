@@ -1,5 +1,6 @@
 // ws-client's interactive mode: commands typed at a terminal or piped in,
-//   start r1 steps=3 interval_ms=100 | cancel r1 | raw {...} | list | help | quit | quit!
+//   start r1 steps=3 interval_ms=100 | cancel r1 | attach r1 [SEQ] | detach r1 |
+//   raw {...} | list | help | quit | quit!
 // parsed purely here, run against a connection by run_interactive().
 #pragma once
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "agentws/protocol.hpp"
+#include "agentws/resume.hpp"
 #include "agentws/scenario.hpp"
 
 namespace agentws {
@@ -22,6 +24,14 @@ namespace agentws {
 struct interactive_start {
   std::string run_id;
   run_params_override params;
+  disconnect_options disconnect;  // on_disconnect=cancel|continue detach_grace_ms=N
+};
+// Follow a run of this session (or identity) after SEQ (-1: from its start).
+struct interactive_attach {
+  attach_request request;
+};
+struct interactive_detach {
+  std::string run_id;
 };
 struct interactive_cancel {
   std::string run_id;
@@ -43,8 +53,9 @@ struct interactive_mistake {
 };
 
 using interactive_command =
-    std::variant<interactive_start, interactive_cancel, interactive_raw, interactive_list,
-                 interactive_help, interactive_quit, interactive_blank, interactive_mistake>;
+    std::variant<interactive_start, interactive_cancel, interactive_attach, interactive_detach,
+                 interactive_raw, interactive_list, interactive_help, interactive_quit,
+                 interactive_blank, interactive_mistake>;
 
 // Parses one input line. Never throws.
 interactive_command parse_interactive_line(std::string_view line);
@@ -63,7 +74,13 @@ class interactive_input {
 struct interactive_options {
   std::string url;
   std::string token;
-  bool reconnect = false;  // on connection loss: retry with back-off
+  // On connection loss: retry with back-off; against a server that announces
+  // "resume", in the same session, attaching the runs not ended again (runs
+  // are then started with a detach grace, resume_grace).
+  bool reconnect = false;
+  std::string session;  // continue this session (--session)
+  // Say the session key once connected (not with --json: the event has it).
+  bool announce_session = true;
   std::chrono::milliseconds connect_timeout{5000};
   tls_options tls;     // for wss:// URLs
   std::string origin;  // the Origin header of the upgrade request, when set
@@ -74,7 +91,8 @@ struct interactive_options {
 };
 
 // Runs until `quit!`, or `quit` or end of input once every started run has
-// ended (also after reconnecting; runs of a lost connection are lost).
+// ended (also after reconnecting; runs of a lost connection are lost unless
+// the server resumes them).
 // Exit status as for scenarios: ok, unexpected (protocol violations seen,
 // listed at the end), connection (could not connect, the server refused or
 // closed the connection, or it was lost without --reconnect), timeout.

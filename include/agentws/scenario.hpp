@@ -18,6 +18,7 @@
 #include "agentws/client.hpp"
 #include "agentws/events.hpp"
 #include "agentws/protocol.hpp"
+#include "agentws/resume.hpp"
 
 namespace agentws {
 
@@ -37,6 +38,18 @@ struct scenario {
   run_params_override params;  // sent only when set: the original server has no params
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds timeout{60'000};  // for the whole scenario
+  // Runs of another connection to follow (--attach), waited for like the runs started.
+  std::vector<attach_request> attaches;
+  std::string session;  // continue this session (--session): ?session=KEY
+  // --reconnect: against a server that announces "resume", runs are started
+  // with a detach grace (resume_grace) and a dropped connection is followed
+  // by a new one in the same session that attaches every run not ended after
+  // the last seq printed. Against any other server the scenario is the same
+  // as without it.
+  bool reconnect = false;
+  // Say the session key once connected (on_notice): not with --json, whose
+  // connected event carries it already.
+  bool announce_session = true;
 };
 
 // The longest run_id the client sends: the protocol's default limit (ws-server
@@ -51,7 +64,8 @@ std::optional<std::string> run_id_problem(std::string_view run_id);
 // Parses "run-002@2.5" (seconds). nullopt if malformed.
 std::optional<planned_cancel> parse_planned_cancel(std::string_view text);
 
-enum class run_outcome { not_started, running, done, failed, cancelled, refused, lost };
+// detached: this client stopped following the run (detach_run); it goes on.
+enum class run_outcome { not_started, running, done, failed, cancelled, refused, lost, detached };
 std::string_view to_string(run_outcome outcome) noexcept;
 
 struct run_report {
@@ -61,6 +75,13 @@ struct run_report {
   std::uint64_t events = 0;  // run_event frames
   std::optional<std::uint64_t> last_step;
   std::string detail;  // error message, cancel reason, failure text
+  // Followed with attach_run after this seq (-1: from run_started), not started.
+  std::optional<std::int64_t> attached_after;
+  // The step the first run_event should carry: 0 for a run followed from
+  // its start; for one attached midway (or after a run_gap) the step met then.
+  std::uint64_t first_step = 0;
+  bool resync_step = false;  // take the next run_event's step as it comes
+  std::uint64_t missed = 0;  // events the server no longer kept (run_gap)
   bool as_expected() const noexcept { return outcome == expected; }
 };
 
@@ -80,6 +101,15 @@ class run_tracker {
   // A cancel_run for `run_id` was sent: its refusal ("No active run to
   // cancel") is an answer, not a problem.
   void cancel_sent(const std::string& run_id);
+  // An attach_run for `run_id` after `after_seq` was sent: a new run report,
+  // answered by run_attached (after_seq -1: by the replayed run_started).
+  void attach_sent(const std::string& run_id, std::int64_t after_seq, run_outcome expected);
+  // The run's events can no longer come (the server forgot the run, or the
+  // session): the run still going of `run_id` is lost, for `why`.
+  void lose(const std::string& run_id, const std::string& why);
+  // The connection dropped and its runs are to be resumed on the next one:
+  // the answers to commands sent on it will not come (the events will).
+  void commands_unanswered();
   // A frame the client does not understand itself was sent (ws-client -i's
   // raw): the next refusal that no start or cancel explains is its answer.
   void raw_sent();
@@ -89,6 +119,9 @@ class run_tracker {
   bool all_as_expected() const;
   // Run reports in the order the starts were sent.
   const std::vector<run_report>& reports() const noexcept { return reports_; }
+  // Whether a report of `run_id` is still waited for (running, or its start
+  // or attach not answered yet).
+  bool going(const std::string& run_id) const;
   // Contract violations seen (events after a terminal, steps out of order...).
   const std::vector<std::string>& problems() const noexcept { return problems_; }
 

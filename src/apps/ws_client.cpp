@@ -79,6 +79,8 @@ int main(int argc, char** argv) {
     interactive.url = plan.url;
     interactive.token = plan.token;
     interactive.reconnect = chosen.reconnect;
+    interactive.session = plan.session;
+    interactive.announce_session = !json;
     interactive.connect_timeout = plan.connect_timeout;
     interactive.tls = plan.tls;
     interactive.origin = plan.origin;

@@ -12,6 +12,7 @@
 
 #include "agentws/client.hpp"
 #include "agentws/events.hpp"
+#include "agentws/resume.hpp"
 
 namespace agentws {
 
@@ -49,11 +50,20 @@ constexpr std::array<std::string_view, 8> handshake_headers{"host",
 const char* help_epilogue =
     "\nEvery number is checked against its range before anything connects: a value outside\n"
     "it is refused (exit 2), never clamped.\n"
-    "\n-i reads commands from stdin: start ID [steps=N] [interval_ms=M], cancel ID, raw TEXT,\n"
-    "list, help, quit (waits for the started runs to end, as end of input does), quit!\n"
+    "\n-i reads commands from stdin: start ID [steps=N] [interval_ms=M], cancel ID,\n"
+    "attach ID [SEQ], detach ID, raw TEXT, list, help, quit (waits for the started runs\n"
+    "to end, as end of input does), quit!\n"
     "(leaves at once; closing the connection cancels the runs). On a terminal it has a\n"
     "prompt, line editing and history. --steps and --interval-ms are then the defaults of\n"
     "start; --timeout applies only when given.\n"
+    "\n--reconnect against a server that announces \"resume\": runs are started with\n"
+    "detach_grace_ms 60000 (a minute for the client to come back, or the server's\n"
+    "maximum if lower); after a drop the client reconnects to its session and attaches\n"
+    "every run not ended after the last event it printed, so each event is printed\n"
+    "once (a run_gap says which ones the server no longer kept). Against other servers\n"
+    "runs die with their connection, as without it. The session key is printed on\n"
+    "stderr when connected (not with --json: the connected event carries it); it is a\n"
+    "secret, like a token.\n"
     "\nwss:// URLs need a server certificate valid for the URL's host that chains\n"
     "to the system's CA certificates, or to --ca-file's; TLS 1.2 or later.\n"
     "\nExit status: 0 every run ended as expected, 1 some did not (or the server\n"
@@ -101,6 +111,7 @@ client_command_line parse_client_command_line(int argc, const char* const* argv,
   std::vector<std::string> runs;
   std::vector<std::string> cancels;
   std::vector<std::string> headers;
+  std::vector<std::string> attaches;
 
   po::options_description options(
       "ws-client: start agent runs over WebSocket, cancel some, print every event\n\n"
@@ -130,8 +141,15 @@ client_command_line parse_client_command_line(int argc, const char* const* argv,
      "send this Origin (scheme://host[:port]) with the upgrade request")
     ("ca-file", po::value<std::string>(),
      "wss://: trust the CA certificates (or self-signed certificate) in this PEM file instead of the system's")
+    ("attach", po::value(&attaches)->composing(),
+     "follow RUN[@SEQ], a run of this session (--session) or identity (--token), after SEQ "
+     "(-1..2^63-1, default -1: from its start) and wait for it like a run started (repeatable)")
+    ("session", po::value<std::string>(),
+     "continue this session (the key a server that resumes runs gave; printed when connected)")
     ("interactive,i", "read commands from stdin (see below)")
-    ("reconnect", "with -i: when the connection drops, reconnect with back-off")
+    ("reconnect",
+     "when the connection drops, reconnect with back-off; a server that resumes runs keeps "
+     "them, and they are followed on from the last event printed")
     ("json", "print each event's JSON as received, one line each (the summary goes to stderr)")
     ("color", po::value<std::string>()->default_value("auto"), "auto, always or never")
     ("timeout", po::value<std::string>()->default_value("60"),
@@ -190,13 +208,17 @@ client_command_line parse_client_command_line(int argc, const char* const* argv,
   chosen.interactive = args.count("interactive") != 0;
   chosen.reconnect = args.count("reconnect") != 0;
   chosen.json = args.count("json") != 0;
-  if (chosen.reconnect && !chosen.interactive) {
+  plan.reconnect = chosen.reconnect;
+  plan.announce_session = !chosen.json;
+  if (chosen.interactive && (!runs.empty() || !cancels.empty() || !attaches.empty())) {
     problems.push_back(
-        "--reconnect works with -i only (a scenario is not resumed on a new "
-        "connection: the server cancels its runs when the connection drops)");
+        "--run, --cancel and --attach plan the scenario: with -i, type start, cancel and attach");
   }
-  if (chosen.interactive && (!runs.empty() || !cancels.empty())) {
-    problems.push_back("--run and --cancel plan the scenario: with -i, type start and cancel");
+  if (args.count("session")) {
+    plan.session = args["session"].as<std::string>();
+    if (auto problem = session_key_problem(plan.session)) {
+      problems.push_back("--session: " + *problem);
+    }
   }
 
   if (args.count("steps")) {
@@ -243,6 +265,30 @@ client_command_line parse_client_command_line(int argc, const char* const* argv,
     }
     plan.runs = runs;
     plan.cancels.clear();
+  }
+  if (!attaches.empty()) {
+    // Runs followed, not started: without --run, none is started.
+    if (runs.empty()) {
+      plan.runs.clear();
+      plan.cancels.clear();
+    }
+    std::set<std::string> seen;
+    for (const std::string& text : attaches) {
+      std::string why;
+      std::optional<attach_request> attach = parse_attach_request(text, &why);
+      const std::string quoted =
+          "--attach: '" + printable(text.substr(0, 64)) + (text.size() > 64 ? "...'" : "'");
+      if (!attach) {
+        problems.push_back(quoted + (why.starts_with("is not") ? " " : ": ") + why);
+      } else if (std::find(plan.runs.begin(), plan.runs.end(), attach->run_id) != plan.runs.end()) {
+        problems.push_back(quoted + ": " + printable(attach->run_id) +
+                           " is started too (--run): a run is started or attached, not both");
+      } else if (!seen.insert(attach->run_id).second) {
+        problems.push_back(quoted + ": " + printable(attach->run_id) + " is attached twice");
+      } else {
+        plan.attaches.push_back(std::move(*attach));
+      }
+    }
   }
   if (!cancels.empty()) {
     plan.cancels.clear();

@@ -6,7 +6,9 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <charconv>
+#include <map>
 #include <optional>
 
 #include "agentws/client.hpp"
@@ -64,15 +66,47 @@ interactive_command parse_interactive_line(std::string_view line) {
     if (auto problem = run_id_problem(words[1])) return interactive_mistake{"cancel: " + *problem};
     return interactive_cancel{std::string(words[1])};
   }
+  if (verb == "attach") {
+    if (words.size() < 2 || words.size() > 3)
+      return interactive_mistake{"usage: attach RUN_ID [SEQ]"};
+    if (auto problem = run_id_problem(words[1])) return interactive_mistake{"attach: " + *problem};
+    attach_request request{std::string(words[1]), -1};
+    if (words.size() == 3) {
+      std::int64_t seq = 0;
+      const std::string_view text = words[2];
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seq);
+      if (ec != std::errc{} || end != text.data() + text.size() || seq < -1) {
+        return interactive_mistake{"attach: SEQ is an integer from -1 (the start) up, not '" +
+                                   printable(text) + "'"};
+      }
+      request.after_seq = seq;
+    }
+    return interactive_attach{std::move(request)};
+  }
+  if (verb == "detach") {
+    if (words.size() != 2) return interactive_mistake{"usage: detach RUN_ID"};
+    if (auto problem = run_id_problem(words[1])) return interactive_mistake{"detach: " + *problem};
+    return interactive_detach{std::string(words[1])};
+  }
   if (verb == "start") {
     if (words.size() < 2)
       return interactive_mistake{"usage: start RUN_ID [steps=N] [interval_ms=M]"};
     if (auto problem = run_id_problem(words[1])) return interactive_mistake{"start: " + *problem};
-    interactive_start start{std::string(words[1]), {}};
+    interactive_start start{std::string(words[1]), {}, {}};
     for (std::size_t i = 2; i < words.size(); ++i) {
       const std::string_view word = words[i];
       const std::size_t eq = word.find('=');
       const std::string_view key = word.substr(0, eq);
+      if (key == "on_disconnect") {
+        const std::string_view policy =
+            eq == std::string_view::npos ? std::string_view() : word.substr(eq + 1);
+        if (policy != "cancel" && policy != "continue") {
+          return interactive_mistake{"on_disconnect is cancel or continue, not '" +
+                                     printable(policy) + "'"};
+        }
+        start.disconnect.on_disconnect = std::string(policy);
+        continue;
+      }
       const auto value =
           eq == std::string_view::npos ? std::nullopt : parse_unsigned(word.substr(eq + 1));
       if (!value)
@@ -82,6 +116,8 @@ interactive_command parse_interactive_line(std::string_view line) {
         start.params.steps = value;
       } else if (key == "interval_ms" || key == "interval") {
         start.params.interval_ms = value;
+      } else if (key == "detach_grace_ms") {
+        start.disconnect.detach_grace_ms = value;
       } else {
         return interactive_mistake{"unknown parameter '" + std::string(key) + "'"};
       }
@@ -93,10 +129,16 @@ interactive_command parse_interactive_line(std::string_view line) {
 
 std::string_view interactive_help_text() {
   return "commands:\n"
-         "  start RUN_ID [steps=N] [interval_ms=M]   start a run\n"
+         "  start RUN_ID [steps=N] [interval_ms=M]   start a run; with a server that resumes\n"
+         "        [on_disconnect=cancel|continue]    runs, what happens to it when the\n"
+         "        [detach_grace_ms=N]                connection drops\n"
          "  cancel RUN_ID                            cancel a run\n"
+         "  attach RUN_ID [SEQ]                      follow a run of this session after\n"
+         "                                           SEQ (default: from its start)\n"
+         "  detach RUN_ID                            stop following a run; it goes on\n"
          "  raw TEXT                                 send TEXT as one frame, as it is\n"
-         "  list                                     runs and how they ended\n"
+         "  list                                     the session's runs (the server's list\n"
+         "                                           when it resumes runs), or how ours ended\n"
          "  quit                                     wait for the started runs to end, then\n"
          "                                           close and exit (end of input too)\n"
          "  quit!                                    close and exit at once (the server\n"
@@ -110,6 +152,12 @@ struct interactive_state {
       : retry(executor), deadline(executor) {}
   std::unique_ptr<client_connection> connection;
   run_tracker tracker{{}, {}};
+  resume_book book;
+  connected_session server;  // what the latest `connected` said
+  std::string session_key;   // presented on the next connection
+  // The start_run last sent for each run_id: sent again when a reconnect
+  // finds that the server never got it.
+  std::map<std::string, std::string> start_frames;
   asio::steady_timer retry;     // the wait before reconnecting
   asio::steady_timer deadline;  // --timeout
   bool connected = false;
@@ -165,8 +213,8 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
       state->retry.cancel();
     }
   };
-  auto on_line = [state, notice, close_if_done,
-                  defaults = options.default_params](std::optional<std::string> line) {
+  auto on_line = [state, notice, close_if_done, defaults = options.default_params,
+                  reconnect = options.reconnect](std::optional<std::string> line) {
     if (!line) {
       state->input_done = true;
       close_if_done();
@@ -178,6 +226,8 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
           using type = std::decay_t<decltype(request)>;
           if constexpr (std::is_same_v<type, interactive_start> ||
                         std::is_same_v<type, interactive_cancel> ||
+                        std::is_same_v<type, interactive_attach> ||
+                        std::is_same_v<type, interactive_detach> ||
                         std::is_same_v<type, interactive_raw>) {
             if (!state->connected) {
               notice("not connected: command not sent");
@@ -194,11 +244,36 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
               run_params_override params = request.params;
               if (!params.steps) params.steps = defaults.steps;
               if (!params.interval_ms) params.interval_ms = defaults.interval_ms;
-              if (sent(make_start_run(request.run_id, params))) {
+              disconnect_options disconnect = request.disconnect;
+              // --reconnect comes back for its runs: they wait for it.
+              if (reconnect && state->server.resumes && !disconnect.on_disconnect &&
+                  !disconnect.detach_grace_ms) {
+                disconnect.detach_grace_ms = detach_grace_for(state->server);
+              }
+              std::string frame = make_start_run_with(request.run_id, params, disconnect);
+              if (sent(frame)) {
+                state->start_frames[request.run_id] = std::move(frame);
+                state->book.follow(request.run_id);
                 state->tracker.track(request.run_id, run_outcome::done);
               }
             } else if constexpr (std::is_same_v<type, interactive_cancel>) {
               if (sent(make_cancel_run(request.run_id))) state->tracker.cancel_sent(request.run_id);
+            } else if constexpr (std::is_same_v<type, interactive_attach>) {
+              const attach_request& attach = request.request;
+              if (sent(make_attach_run(attach.run_id, attach.after_seq))) {
+                // Already followed here: the server refuses (already_attached).
+                if (!state->tracker.going(attach.run_id)) {
+                  state->book.forget(attach.run_id);
+                  state->book.follow(attach.run_id, attach.after_seq);
+                }
+                state->tracker.attach_sent(attach.run_id, attach.after_seq, run_outcome::done);
+              }
+            } else if constexpr (std::is_same_v<type, interactive_detach>) {
+              // Its refusal for a run never followed here answers it, as a raw frame's would.
+              const bool known =
+                  std::any_of(state->tracker.reports().begin(), state->tracker.reports().end(),
+                              [&](const run_report& r) { return r.run_id == request.run_id; });
+              if (sent(make_detach_run(request.run_id)) && !known) state->tracker.raw_sent();
             } else {
               if (!sent(request.text)) return;
               // Follow what the server will make of it: a start or a cancel
@@ -216,6 +291,13 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
               }
             }
           } else if constexpr (std::is_same_v<type, interactive_list>) {
+            // A server that keeps runs lists them (the answer, `runs`, is printed).
+            if (state->connected && state->server.resumes) {
+              if (auto ec = state->connection->send(make_list_runs())) {
+                notice("command not sent: " + ec.message());
+              }
+              return;
+            }
             if (state->tracker.reports().empty()) notice("no runs yet");
             for (const auto& r : state->tracker.reports()) {
               // A start sent but not yet answered is on its way, not refused.
@@ -282,11 +364,40 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
   // argument of a coroutine twice.
   const handshake_options handshake{options.token, options.origin, options.headers};
   bool input_started = false;
-  std::chrono::milliseconds backoff{250};
+  bool reconnected = false;
+  state->session_key = options.session;
+  std::chrono::milliseconds backoff = first_reconnect_delay;
+  // After a reconnect: the runs not ended are attached again after the last
+  // seq printed, or lost when the server no longer knows the session.
+  auto resume_runs = [state, notice] {
+    if (!state->server.resumed) {
+      std::string lost;
+      for (const std::string& run_id : state->book.unfinished()) {
+        if (!state->tracker.going(run_id)) continue;
+        lost += (lost.empty() ? "" : ", ") + printable(run_id);
+        state->tracker.lose(run_id, "the server no longer knows the session");
+        state->book.forget(run_id);
+      }
+      if (!lost.empty()) notice("the server started a new session; runs lost: " + lost);
+      return;
+    }
+    const auto going = [state](const std::string& run_id) { return state->tracker.going(run_id); };
+    for (const attach_request& attach : state->book.reattach_all(going)) {
+      notice("resuming " + printable(attach.run_id) + " after seq " +
+             std::to_string(attach.after_seq));
+      if (auto ec = state->connection->send(make_attach_run(attach.run_id, attach.after_seq))) {
+        notice("command not sent: " + ec.message());
+      }
+    }
+  };
   for (;;) {
     state->connection = std::make_unique<client_connection>(executor);
-    auto ec =
-        co_await state->connection->connect(*url, options.connect_timeout, handshake, options.tls);
+    ws_url target = *url;
+    if (!state->session_key.empty()) {
+      target.target = target_with_session(url->target, state->session_key);
+    }
+    auto ec = co_await state->connection->connect(target, options.connect_timeout, handshake,
+                                                  options.tls);
     if (state->timed_out) co_return finish(scenario_exit::timeout);
     if (ec) {
       const std::optional<upgrade_refusal> refusal = state->connection->refusal();
@@ -301,10 +412,10 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
       if (state->timed_out) co_return finish(scenario_exit::timeout);
       // End of input (or quit) while disconnected: nothing is left to wait for.
       if (state->leaving()) co_return finish(scenario_exit::connection);
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(8000));
+      backoff = next_reconnect_delay(backoff);
       continue;
     }
-    backoff = std::chrono::milliseconds(250);
+    backoff = first_reconnect_delay;
     state->connected = true;
     notice("connected to " + url->to_string() + " (type help for commands)");
     if (!input_started) {
@@ -327,6 +438,38 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
         notice("ignoring a frame that is not an event: " + printable(text.substr(0, 120)));
         continue;
       }
+      if (event->kind == event_kind::connected) {
+        state->server = read_session_announcement(*event);
+        if (state->server.resumes) {
+          if (options.announce_session && state->server.key != state->session_key) {
+            notice("session " + printable(state->server.key) + " (ws-client --session " +
+                   printable(state->server.key) + " continues it)");
+          }
+          state->session_key = state->server.key;
+        }
+        if (output.on_event) output.on_event(std::string(text), *event);
+        if (reconnected) resume_runs();
+        continue;
+      }
+      const reattach_outcome answer = state->book.on_reattach_answer(*event);
+      const auto start_frame = state->start_frames.find(event->run_id);
+      if (answer == reattach_outcome::restart && start_frame != state->start_frames.end()) {
+        notice("starting " + printable(event->run_id) + " again: the server never got its start");
+        if (auto send_error = state->connection->send(start_frame->second)) {
+          notice("command not sent: " + send_error.message());
+        }
+        continue;
+      }
+      if (answer == reattach_outcome::restart || answer == reattach_outcome::lost) {
+        // This answers its run_not_found (an attached run has no start to send again).
+        notice(printable(event->run_id) + " is lost: the server no longer has it");
+        state->tracker.lose(event->run_id, "the server no longer has the run");
+        close_if_done();
+        continue;
+      }
+      // A replay of what was printed before the connection dropped.
+      if (!state->book.take(*event)) continue;
+      if (event->kind == event_kind::run_detached) state->book.forget(event->run_id);
       state->tracker.on_event(*event);
       if (output.on_event) output.on_event(std::string(text), *event);
       if (event->kind == event_kind::error && !event->run_id.empty()) {
@@ -344,6 +487,20 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
     if (state->timed_out) co_return finish(scenario_exit::timeout);
     const std::optional<server_close> server_closed = state->connection->closed_by_server();
     if (state->closing && !server_closed) break;
+    // A server that resumes runs keeps them for us: reconnect to the session.
+    if (options.reconnect && state->server.resumes && !state->session_key.empty() &&
+        !state->closing && !state->leaving()) {
+      std::string going;
+      for (const std::string& run_id : state->book.unfinished()) {
+        if (state->tracker.going(run_id)) going += (going.empty() ? "" : ", ") + printable(run_id);
+      }
+      state->tracker.commands_unanswered();
+      notice((server_closed ? describe_server_close(*server_closed)
+                            : "connection lost (" + end.message() + ")") +
+             (going.empty() ? "" : "; runs to resume: " + going) + "; reconnecting");
+      reconnected = true;
+      continue;
+    }
     // Lost without asking, or closed by the server: say which runs went with it.
     std::string lost;
     for (const auto& r : state->tracker.reports()) {
@@ -359,6 +516,7 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
       co_return finish(scenario_exit::connection);
     }
     notice("reconnecting");
+    reconnected = true;
   }
   co_return finish(scenario_exit::ok);
 }

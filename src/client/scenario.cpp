@@ -1,15 +1,19 @@
 #include "agentws/scenario.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/websocket/error.hpp>
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <memory>
+#include <utility>
 
 #include "agentws/client.hpp"
+#include "agentws/resume.hpp"
 
 namespace agentws {
 
@@ -26,6 +30,7 @@ std::string_view color_of(event_kind kind) {
     case event_kind::run_done:
       return "\033[32m";  // green
     case event_kind::run_cancelled:
+    case event_kind::run_gap:
       return "\033[33m";  // yellow
     case event_kind::error:
       return "\033[31m";  // red
@@ -80,6 +85,8 @@ std::string_view to_string(run_outcome outcome) noexcept {
       return "refused";
     case run_outcome::lost:
       return "lost";
+    case run_outcome::detached:
+      return "detached";
   }
   return "?";
 }
@@ -102,6 +109,27 @@ void run_tracker::track(const std::string& run_id, run_outcome expected) {
   fresh.run_id = run_id;
   fresh.expected = expected;
   reports_.push_back(std::move(fresh));
+}
+
+void run_tracker::attach_sent(const std::string& run_id, std::int64_t after_seq,
+                              run_outcome expected) {
+  run_report fresh;
+  fresh.run_id = run_id;
+  fresh.expected = expected;
+  fresh.attached_after = after_seq;
+  reports_.push_back(std::move(fresh));
+}
+
+void run_tracker::lose(const std::string& run_id, const std::string& why) {
+  run_report* run = current(run_id);
+  if (!run || is_finished(run->outcome)) return;
+  run->outcome = run_outcome::lost;
+  run->detail = why;
+}
+
+void run_tracker::commands_unanswered() {
+  pending_cancels_.clear();
+  pending_raw_ = 0;
 }
 
 void run_tracker::cancel_sent(const std::string& run_id) {
@@ -188,6 +216,41 @@ void run_tracker::on_event(const received_event& event) {
     }
     return;
   }
+  if (event.kind == event_kind::run_attached) {
+    // The answer to an attach sent by this client. After -1 the replayed
+    // run_started answers it; re-attaches after a reconnect find their run
+    // running and change nothing.
+    run_report* waiting = oldest_unanswered(id);
+    if (!waiting || !waiting->attached_after || *waiting->attached_after < 0) return;
+    waiting->outcome = run_outcome::running;
+    waiting->resync_step = true;
+    const bool nothing_to_come =
+        event.state != "running" && event.last_seq &&
+        static_cast<std::int64_t>(*event.last_seq) <= *waiting->attached_after;
+    if (nothing_to_come) {
+      // Ended at or before the point attached after: its terminal is not replayed.
+      waiting->outcome = event.state == "cancelled" ? run_outcome::cancelled : run_outcome::done;
+      waiting->detail = "ended before seq " + std::to_string(*waiting->attached_after + 1);
+    }
+    return;
+  }
+  if (event.kind == event_kind::run_gap) {
+    if (run_report* run = current(id); run && !is_finished(run->outcome)) {
+      run->resync_step = true;
+      const std::optional<std::int64_t> after = gap_after_seq(event);
+      if (after && event.first_seq && static_cast<std::int64_t>(*event.first_seq) > *after + 1) {
+        run->missed += *event.first_seq - static_cast<std::uint64_t>(*after + 1);
+      }
+    }
+    return;
+  }
+  if (event.kind == event_kind::run_detached) {
+    if (run_report* run = current(id); run && run->outcome == run_outcome::running) {
+      run->outcome = run_outcome::detached;
+      run->detail = "detached: the run goes on";
+    }
+    return;
+  }
   if (event.kind == event_kind::run_started) {
     run_report* waiting = oldest_unanswered(id);
     run_report* run = current(id);
@@ -222,10 +285,14 @@ void run_tracker::on_event(const received_event& event) {
       if (run->outcome != run_outcome::running) {
         problems_.push_back(who + "run_event before run_started");
       }
-      if (!event.step || *event.step != run->events) {
+      if (run->resync_step && event.step && *event.step >= run->events) {
+        run->first_step = *event.step - run->events;  // attached midway, or after a gap
+      }
+      run->resync_step = false;
+      if (!event.step || *event.step != run->first_step + run->events) {
         problems_.push_back(who + "step " +
                             (event.step ? std::to_string(*event.step) : std::string("missing")) +
-                            " where " + std::to_string(run->events) + " was due");
+                            " where " + std::to_string(run->first_step + run->events) + " was due");
       }
       run->last_step = event.step;
       ++run->events;
@@ -245,6 +312,12 @@ void run_tracker::on_event(const received_event& event) {
     default:
       break;
   }
+}
+
+bool run_tracker::going(const std::string& run_id) const {
+  return std::any_of(reports_.begin(), reports_.end(), [&](const run_report& r) {
+    return r.run_id == run_id && !is_finished(r.outcome);
+  });
 }
 
 bool run_tracker::all_finished() const {
@@ -292,10 +365,20 @@ std::string format_event_line(const received_event& event, bool color) {
     case event_kind::connected:
       line += " " + printable(event.message);
       break;
+    case event_kind::run_attached:
+    case event_kind::run_gap:
+    case event_kind::runs:
+      line += " " + describe_resume_event(event);
+      break;
     default:
       break;
   }
-  if (!event.request_id.empty()) line += " request_id=" + printable(event.request_id);
+  if (!event.request_id.empty()) {
+    // After the runs listing's own lines, it would seem to belong to the last run.
+    const std::size_t first_line_end = line.find('\n');
+    line.insert(first_line_end == std::string::npos ? line.size() : first_line_end,
+                " request_id=" + printable(event.request_id));
+  }
   return line;
 }
 
@@ -311,6 +394,7 @@ std::string format_summary(const run_tracker& tracker, bool color) {
     outcome.resize(11, ' ');
     out += "  " + id + "  " + outcome + " " + std::to_string(r.events) + " events";
     if (!r.detail.empty()) out += ", " + printable(r.detail);
+    if (r.missed > 0) out += ", " + std::to_string(r.missed) + " not kept by the server (run_gap)";
     if (r.as_expected()) {
       out += color ? "  \033[32mok\033[0m" : "  ok";
     } else {
@@ -330,11 +414,20 @@ namespace {
 
 // State shared with timer handlers, which may run after the scenario returns.
 struct scenario_state {
-  explicit scenario_state(asio::any_io_executor executor)
-      : connection(executor), deadline(executor) {}
-  client_connection connection;
+  explicit scenario_state(const asio::any_io_executor& ex)
+      : executor(ex), deadline(ex), retry(ex) {}
+  asio::any_io_executor executor;
+  std::unique_ptr<client_connection> connection;
   asio::steady_timer deadline;
+  asio::steady_timer retry;  // the wait before reconnecting
   std::vector<std::unique_ptr<asio::steady_timer>> cancel_timers;
+  std::vector<std::string> cancels_to_send;  // due while disconnected: sent on the next connection
+  resume_book book;
+  connected_session server;  // what the latest `connected` said
+  std::string session_key;   // presented on the next connection
+  disconnect_options disconnect;
+  bool connected = false;
+  bool started = false;  // the runs were started (and attached)
   bool finished = false;
   bool timed_out = false;
 };
@@ -360,72 +453,214 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
   }
 
   auto state = std::make_shared<scenario_state>(co_await asio::this_coro::executor);
+  state->session_key = plan.session;
+  for (const attach_request& attach : plan.attaches)
+    tracker.attach_sent(attach.run_id, attach.after_seq, run_outcome::done);
+
+  // A frame the connection refuses (past its send bound): the scenario cannot
+  // go on as planned and ends here.
+  auto send_or_stop = [state, &notice, &tracker](std::string frame, const std::string& what) {
+    if (auto ec = state->connection->send(std::move(frame))) {
+      notice("cannot send " + what + ": " + ec.message());
+      state->finished = true;
+      state->deadline.cancel();
+      state->connection->abort();
+      tracker.connection_lost();
+      return false;
+    }
+    return true;
+  };
+  auto send_cancel = [state, &tracker, report = output.on_notice](const std::string& run_id) {
+    if (auto send_error = state->connection->send(make_cancel_run(run_id))) {
+      if (report) {
+        report("cannot send the cancel of " + printable(run_id) + ": " + send_error.message());
+      }
+      return;
+    }
+    tracker.cancel_sent(run_id);
+  };
+  // The runs planned: started, attached, and their cancels scheduled.
+  auto start_runs = [&]() -> bool {
+    state->started = true;
+    for (const auto& run_id : plan.runs) {
+      state->book.follow(run_id);
+      if (!send_or_stop(make_start_run_with(run_id, plan.params, state->disconnect),
+                        "the start of " + printable(run_id))) {
+        return false;
+      }
+    }
+    for (const attach_request& attach : plan.attaches) {
+      state->book.follow(attach.run_id, attach.after_seq);
+      if (!send_or_stop(make_attach_run(attach.run_id, attach.after_seq),
+                        "the attach of " + printable(attach.run_id))) {
+        return false;
+      }
+    }
+    for (const auto& cancel : plan.cancels) {
+      auto& timer = state->cancel_timers.emplace_back(
+          std::make_unique<asio::steady_timer>(state->executor, cancel.after));
+      timer->async_wait([state, send_cancel, run_id = cancel.run_id,
+                         report = output.on_notice](const boost::system::error_code& ec) {
+        if (ec || state->finished) return;
+        if (!state->connected) {
+          if (report) report("cancelling " + printable(run_id) + " once reconnected");
+          state->cancels_to_send.push_back(run_id);
+          return;
+        }
+        if (report) report("cancelling " + printable(run_id));
+        send_cancel(run_id);
+      });
+    }
+    return true;
+  };
+  // After a reconnect: the runs not ended are attached again after the last
+  // seq printed, or lost when the server no longer knows the session.
+  auto resume_runs = [&]() -> bool {
+    if (!state->server.resumed) {
+      for (const std::string& run_id : state->book.unfinished()) {
+        tracker.lose(run_id, "the server no longer knows the session");
+        state->book.forget(run_id);
+      }
+      notice("the server started a new session: the runs not ended are lost");
+      return true;
+    }
+    const auto going = [&tracker](const std::string& run_id) { return tracker.going(run_id); };
+    for (const attach_request& attach : state->book.reattach_all(going)) {
+      notice("resuming " + printable(attach.run_id) + " after seq " +
+             std::to_string(attach.after_seq));
+      if (!send_or_stop(make_attach_run(attach.run_id, attach.after_seq),
+                        "the attach of " + printable(attach.run_id))) {
+        return false;
+      }
+    }
+    for (const std::string& run_id : std::exchange(state->cancels_to_send, {})) {
+      notice("cancelling " + printable(run_id));
+      send_cancel(run_id);
+    }
+    return true;
+  };
+
   // A named copy: GCC 12 destroys a braced temporary argument of a coroutine
   // call twice.
   handshake_options handshake{plan.token, plan.origin, plan.headers};
-  if (auto ec =
-          co_await state->connection.connect(*url, plan.connect_timeout, handshake, plan.tls)) {
-    notice(describe_connect_failure(*url, ec, state->connection.refusal(), !plan.token.empty()));
-    co_return scenario_exit::connection;
-  }
-  notice("connected to " + url->to_string());
-
-  state->deadline.expires_after(plan.timeout);
-  state->deadline.async_wait([state](const boost::system::error_code& ec) {
-    if (ec || state->finished) return;
-    state->timed_out = true;
-    state->connection.abort();
-  });
-  for (const auto& run_id : plan.runs) {
-    if (auto ec = state->connection.send(make_start_run(run_id, plan.params))) {
-      // Past the send bound: this run cannot start; the scenario ends here.
-      notice("cannot send the start of " + printable(run_id) + ": " + ec.message());
-      state->finished = true;
-      state->deadline.cancel();
-      state->connection.abort();
-      tracker.connection_lost();
-      co_return scenario_exit::connection;
-    }
-  }
-  for (const auto& cancel : plan.cancels) {
-    auto& timer = state->cancel_timers.emplace_back(
-        std::make_unique<asio::steady_timer>(state->deadline.get_executor(), cancel.after));
-    timer->async_wait([state, &tracker, run_id = cancel.run_id,
-                       report = output.on_notice](const boost::system::error_code& ec) {
-      if (ec || state->finished) return;
-      if (report) report("cancelling " + printable(run_id));
-      if (auto send_error = state->connection.send(make_cancel_run(run_id))) {
-        if (report) {
-          report("cannot send the cancel of " + printable(run_id) + ": " + send_error.message());
-        }
-        return;
-      }
-      tracker.cancel_sent(run_id);
-    });
-  }
-
+  bool first_connection = true;
   bool closing = false;
+  std::chrono::milliseconds delay = first_reconnect_delay;
   boost::system::error_code end;
   for (;;) {
-    auto [ec, text] = co_await state->connection.read();
-    if (ec) {
-      end = ec;
-      break;
+    ws_url target = *url;
+    if (!state->session_key.empty()) {
+      target.target = target_with_session(url->target, state->session_key);
     }
-    std::optional<received_event> event = parse_event(text);
-    if (!event) {
-      notice("ignoring a frame that is not an event: " + printable(text.substr(0, 120)));
+    state->connection = std::make_unique<client_connection>(state->executor);
+    if (auto ec = co_await state->connection->connect(target, plan.connect_timeout, handshake,
+                                                      plan.tls)) {
+      if (state->timed_out) break;
+      // The URL as given: the session key stays out of messages.
+      notice(describe_connect_failure(*url, ec, state->connection->refusal(), !plan.token.empty()));
+      if (first_connection) co_return scenario_exit::connection;
+      if (!worth_retrying(ec, state->connection->refusal())) {
+        tracker.connection_lost();
+        break;
+      }
+      notice("retrying in " + std::to_string(delay.count()) + " ms");
+      state->retry.expires_after(delay);
+      co_await state->retry.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (state->timed_out) break;
+      delay = next_reconnect_delay(delay);
       continue;
     }
-    tracker.on_event(*event);
-    if (output.on_event) output.on_event(std::string(text), *event);
-    if (!closing && tracker.all_finished()) {
-      closing = true;
-      state->finished = true;
-      for (auto& timer : state->cancel_timers)
-        timer->cancel();
-      state->connection.close();
+    notice("connected to " + url->to_string());
+    delay = first_reconnect_delay;
+    state->connected = true;
+    const bool reconnected = !first_connection;
+    if (first_connection) {
+      first_connection = false;
+      state->deadline.expires_after(plan.timeout);
+      state->deadline.async_wait([state](const boost::system::error_code& ec) {
+        if (ec || state->finished) return;
+        state->timed_out = true;
+        state->retry.cancel();
+        if (state->connection) state->connection->abort();
+      });
+      // Without --reconnect the runs start at once, as they always did; with
+      // it, `connected` (the first frame) says first whether they can be resumed.
+      if (!plan.reconnect && !start_runs()) co_return scenario_exit::connection;
     }
+
+    for (;;) {
+      auto [ec, text] = co_await state->connection->read();
+      if (ec) {
+        end = ec;
+        break;
+      }
+      std::optional<received_event> event = parse_event(text);
+      if (!event) {
+        notice("ignoring a frame that is not an event: " + printable(text.substr(0, 120)));
+        continue;
+      }
+      if (event->kind == event_kind::connected) {
+        state->server = read_session_announcement(*event);
+        if (state->server.resumes) {
+          if (plan.announce_session && state->server.key != state->session_key) {
+            notice("session " + printable(state->server.key) + " (ws-client --session " +
+                   printable(state->server.key) + " continues it)");
+          }
+          state->session_key = state->server.key;
+        }
+        if (output.on_event) output.on_event(std::string(text), *event);
+        bool sent = true;
+        if (!state->started) {
+          if (plan.reconnect && state->server.resumes) {
+            state->disconnect.detach_grace_ms = detach_grace_for(state->server);
+          }
+          sent = start_runs();
+        } else if (reconnected) {
+          sent = resume_runs();
+        }
+        if (!sent) co_return scenario_exit::connection;
+      } else {
+        const reattach_outcome answer = state->book.on_reattach_answer(*event);
+        const bool started_here =
+            std::find(plan.runs.begin(), plan.runs.end(), event->run_id) != plan.runs.end();
+        if (answer == reattach_outcome::restart && started_here) {
+          notice("starting " + printable(event->run_id) + " again: the server never got its start");
+          if (!send_or_stop(make_start_run_with(event->run_id, plan.params, state->disconnect),
+                            "the start of " + printable(event->run_id))) {
+            co_return scenario_exit::connection;
+          }
+        } else if (answer == reattach_outcome::restart || answer == reattach_outcome::lost) {
+          // This answers its run_not_found (an --attach run has no start to send again).
+          notice(printable(event->run_id) + " is lost: the server no longer has it");
+          tracker.lose(event->run_id, "the server no longer has the run");
+        } else if (state->book.take(*event)) {  // false: a replay of what was printed before
+          if (event->kind == event_kind::run_detached) state->book.forget(event->run_id);
+          tracker.on_event(*event);
+          if (output.on_event) output.on_event(std::string(text), *event);
+        }
+      }
+      if (!closing && state->started && tracker.all_finished()) {
+        closing = true;
+        state->finished = true;
+        for (auto& timer : state->cancel_timers)
+          timer->cancel();
+        state->connection->close();
+      }
+    }
+    state->connected = false;
+    if (state->timed_out || closing) break;
+    // Dropped with runs still going: a server that resumes keeps them for us.
+    const bool resumable = plan.reconnect && state->server.resumes && state->started &&
+                           !state->session_key.empty() && !tracker.all_finished();
+    if (!resumable) break;
+    const std::optional<server_close> close = state->connection->closed_by_server();
+    std::string going;
+    for (const std::string& run_id : state->book.unfinished()) {
+      if (tracker.going(run_id)) going += (going.empty() ? "" : ", ") + printable(run_id);
+    }
+    notice((close ? describe_server_close(*close) : "connection lost: " + end.message()) +
+           "; reconnecting to resume " + going);
+    tracker.commands_unanswered();
   }
   state->finished = true;
   state->deadline.cancel();
@@ -440,15 +675,20 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
   // scenario as a lost connection, even when every run had ended by then.
   // Runs that had not ended then are lost: the server cancels them, and no
   // event of theirs will come.
-  if (const std::optional<server_close> close = state->connection.closed_by_server()) {
+  if (const std::optional<server_close> close = state->connection->closed_by_server()) {
     notice(describe_server_close(*close));
     tracker.connection_lost();
     co_return scenario_exit::connection;
   }
   if (!closing) {
-    notice("connection lost: " + end.message());
+    if (end) notice("connection lost: " + end.message());
     tracker.connection_lost();
     co_return scenario_exit::connection;
+  }
+  const auto& reports = tracker.reports();
+  if (std::any_of(reports.begin(), reports.end(),
+                  [](const run_report& r) { return r.outcome == run_outcome::lost; })) {
+    co_return scenario_exit::connection;  // resumed, but some runs were not there any more
   }
   co_return tracker.all_as_expected() ? scenario_exit::ok : scenario_exit::unexpected;
 }

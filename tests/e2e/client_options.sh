@@ -76,8 +76,9 @@ for value in a a@ @1 a@-1 a@nan a@1e1 a@31536001; do
 done
 
 # Options that do not go together, headers and origins.
-expect_refused "--reconnect works with -i only" --reconnect
-expect_refused "with -i, type start and cancel" -i --run a
+expect_refused "with -i, type start, cancel and attach" -i --run a
+expect_refused "--attach: 'r@x' is not RUN or RUN@SEQ" --attach r@x
+expect_refused "--session: the key is empty" --session ""
 expect_refused "--header: 'nocolon' is not 'Name: value'" --header nocolon
 expect_refused "--header: 'Upgrade: h2c': Upgrade is set by the WebSocket handshake" \
   --header 'Upgrade: h2c'
