@@ -620,6 +620,9 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
         }
         if (!sent) co_return scenario_exit::connection;
       } else {
+        // A server whose first frame is not `connected` (the contract says it
+        // is): the runs start anyway, without a grace, rather than never.
+        if (!state->started && !start_runs()) co_return scenario_exit::connection;
         const reattach_outcome answer = state->book.on_reattach_answer(*event);
         const bool started_here =
             std::find(plan.runs.begin(), plan.runs.end(), event->run_id) != plan.runs.end();
