@@ -10,6 +10,7 @@
 #include <charconv>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "agentws/client.hpp"
 #include "agentws/events.hpp"
@@ -158,8 +159,9 @@ struct interactive_state {
   // The start_run last sent for each run_id: sent again when a reconnect
   // finds that the server never got it.
   std::map<std::string, std::string> start_frames;
-  asio::steady_timer retry;     // the wait before reconnecting
-  asio::steady_timer deadline;  // --timeout
+  std::set<std::string> graced_runs;  // started with the grace --reconnect asks for
+  asio::steady_timer retry;           // the wait before reconnecting
+  asio::steady_timer deadline;        // --timeout
   bool connected = false;
   bool input_done = false;      // end of input
   bool quit_when_done = false;  // quit
@@ -208,6 +210,13 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
     if (state->closing || !state->leaving()) return;
     if (state->connected) {
       state->closing = true;
+      // quit! cancels at once, as closing did before runs had a grace: the
+      // grace ws-client asked for was for coming back, not for leaving.
+      if (state->quit_now) {
+        for (const std::string& run_id : state->graced_runs) {
+          if (state->tracker.going(run_id)) (void)state->connection->send(make_cancel_run(run_id));
+        }
+      }
       state->connection->close();
     } else {
       state->retry.cancel();
@@ -246,12 +255,16 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
               if (!params.interval_ms) params.interval_ms = defaults.interval_ms;
               disconnect_options disconnect = request.disconnect;
               // --reconnect comes back for its runs: they wait for it.
-              if (reconnect && state->server.resumes && !disconnect.on_disconnect &&
-                  !disconnect.detach_grace_ms) {
-                disconnect.detach_grace_ms = detach_grace_for(state->server);
-              }
+              const bool graced = reconnect && state->server.resumes && !disconnect.on_disconnect &&
+                                  !disconnect.detach_grace_ms;
+              if (graced) disconnect.detach_grace_ms = detach_grace_for(state->server);
               std::string frame = make_start_run_with(request.run_id, params, disconnect);
               if (sent(frame)) {
+                if (graced) {
+                  state->graced_runs.insert(request.run_id);
+                } else {
+                  state->graced_runs.erase(request.run_id);
+                }
                 state->start_frames[request.run_id] = std::move(frame);
                 state->book.follow(request.run_id);
                 state->tracker.track(request.run_id, run_outcome::done);
@@ -418,12 +431,16 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
     backoff = first_reconnect_delay;
     state->connected = true;
     notice("connected to " + url->to_string() + " (type help for commands)");
-    if (!input_started) {
+    auto start_input = [&] {
+      if (input_started) return;
       input_started = true;
       input.start([on_line, executor](std::optional<std::string> line) {
         asio::post(executor, [on_line, line = std::move(line)] { on_line(line); });
       });
-    }
+    };
+    // With --reconnect the first frame (`connected`) says first whether runs
+    // can be resumed, so that the first start typed asks for its grace.
+    if (!options.reconnect) start_input();
     close_if_done();
 
     boost::system::error_code end;
@@ -436,9 +453,12 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
       std::optional<received_event> event = parse_event(text);
       if (!event) {
         notice("ignoring a frame that is not an event: " + printable(text.substr(0, 120)));
+        start_input();
         continue;
       }
       if (event->kind == event_kind::connected) {
+        // Started once this frame is handled: lines are posted, not run here.
+        start_input();
         state->server = read_session_announcement(*event);
         if (state->server.resumes) {
           if (options.announce_session && state->server.key != state->session_key) {
@@ -451,6 +471,7 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
         if (reconnected) resume_runs();
         continue;
       }
+      start_input();
       const reattach_outcome answer = state->book.on_reattach_answer(*event);
       const auto start_frame = state->start_frames.find(event->run_id);
       if (answer == reattach_outcome::restart && start_frame != state->start_frames.end()) {
@@ -484,6 +505,7 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
       close_if_done();
     }
     state->connected = false;
+    start_input();  // lost before its first frame: end of input must still end the session
     if (state->timed_out) co_return finish(scenario_exit::timeout);
     const std::optional<server_close> server_closed = state->connection->closed_by_server();
     if (state->closing && !server_closed) break;
