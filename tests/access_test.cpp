@@ -68,7 +68,7 @@ TEST_CASE("browser origins: same origin and the allow-list pass and others get 4
 
 TEST_CASE("a token is required by header or query when configured", "[protocol][access]") {
   access_policy policy;
-  policy.token = "s3cret";
+  policy.tokens = {{"default", "s3cret"}};
   CHECK(status_of(request("/ws", "localhost"), policy) == http::status::unauthorized);
   CHECK_FALSE(status_of(request("/ws", "localhost", {}, "Bearer s3cret"), policy));
   CHECK_FALSE(status_of(request("/ws", "localhost", {}, "bearer s3cret"), policy));
@@ -82,6 +82,40 @@ TEST_CASE("a token is required by header or query when configured", "[protocol][
   CHECK(status_of(request("/ws?xtoken=s3cret", "localhost"), policy) == http::status::unauthorized);
   // Pages that need no token stay open.
   CHECK_FALSE(status_of(request("/health", "localhost"), policy, false));
+}
+
+TEST_CASE("any of several named tokens is accepted", "[protocol][access]") {
+  access_policy policy;
+  policy.tokens = {{"alice", "tok-a"}, {"bob", "tok-b"}, {"carol", "longer-token-c"}};
+  CHECK_FALSE(status_of(request("/ws", "localhost", {}, "Bearer tok-a"), policy));
+  CHECK_FALSE(status_of(request("/ws", "localhost", {}, "Bearer tok-b"), policy));
+  CHECK_FALSE(status_of(request("/ws?token=longer-token-c", "localhost"), policy));
+  for (const char* wrong : {"tok-c", "tok-", "tok-ab", "alice", "alice:tok-a", "longer-token-"}) {
+    INFO(wrong);
+    CHECK(status_of(request("/ws", "localhost", {}, std::string("Bearer ") + wrong), policy) ==
+          http::status::unauthorized);
+  }
+  CHECK(status_of(request("/ws", "localhost"), policy) == http::status::unauthorized);
+  CHECK(status_of(request("/metrics", "localhost"), policy) == http::status::unauthorized);
+  CHECK_FALSE(status_of(request("/health", "localhost"), policy, false));
+  // A token does not get past the other checks.
+  CHECK(status_of(request("/ws", "example.com", {}, "Bearer tok-a"), policy) ==
+        http::status::forbidden);
+}
+
+TEST_CASE("token_owner names the token presented", "[protocol][access]") {
+  access_policy policy;
+  CHECK(token_owner(request("/ws", "localhost", {}, "Bearer anything"), policy).empty());
+  policy.tokens = {{"alice", "tok-a"}, {"bob", "tok-b"}};
+  CHECK(token_owner(request("/ws", "localhost", {}, "Bearer tok-a"), policy) == "alice");
+  CHECK(token_owner(request("/ws", "localhost", {}, "bearer tok-b"), policy) == "bob");
+  CHECK(token_owner(request("/ws?x=1&token=tok-b", "localhost"), policy) == "bob");
+  CHECK(token_owner(request("/ws?token=tok-a", "localhost"), policy) == "alice");
+  CHECK(token_owner(request("/ws", "localhost", {}, "Bearer tok-c"), policy).empty());
+  CHECK(token_owner(request("/ws", "localhost", {}, "Bearer alice"), policy).empty());
+  CHECK(token_owner(request("/ws", "localhost"), policy).empty());
+  // The header wins over the query, as check_access reads it.
+  CHECK(token_owner(request("/ws?token=tok-a", "localhost", {}, "Bearer tok-b"), policy) == "bob");
 }
 
 TEST_CASE("constant_time_equal compares whole strings", "[protocol][access]") {

@@ -263,21 +263,120 @@ TEST_CASE("ws-server options: --help shows every range, --version the version",
     CHECK(text_of_help.find(text) != std::string::npos);
   }
   const auto version = parse({"--version"});
-  CHECK(version.output.starts_with("ws-server 0.1.0 (protocol 1)"));
+  CHECK(version.output.starts_with("ws-server 0.1.0 (protocol 2)"));
+}
+
+// The one token of a file in the single-token form ("" otherwise).
+std::string single_token(const std::string& path) {
+  const auto result = agentws::read_token_file(path);
+  INFO(result.error);
+  const bool single = result.error.empty() && !result.named_form && result.tokens.size() == 1 &&
+                      result.tokens.front().name == "default";
+  CHECK(single);
+  return single ? result.tokens.front().token : std::string();
 }
 
 TEST_CASE("token file: the token, without surrounding blanks", "[protocol][server_options]") {
   temp_dir dir;
-  CHECK(agentws::read_token_file(dir.file("t", "s3cret\nsecond line\n")).token == "s3cret");
-  CHECK(agentws::read_token_file(dir.file("crlf", "  s3cret \r\n")).token == "s3cret");
-  CHECK(agentws::read_token_file(dir.file("no-newline", "s3cret")).token == "s3cret");
+  CHECK(single_token(dir.file("t", "s3cret\nsecond line\n")) == "s3cret");
+  CHECK(single_token(dir.file("crlf", "  s3cret \r\n")) == "s3cret");
+  CHECK(single_token(dir.file("no-newline", "s3cret")) == "s3cret");
+  // Only the first line counts: what follows it is never looked at.
+  CHECK(single_token(dir.file("rest", "s3cret\nalice:x\n# note\n" + std::string(2 << 20, 'x'))) ==
+        "s3cret");
+  CHECK(single_token(dir.file("no-name", "a/b:c\n")) == "a/b:c");
+}
+
+namespace {
+
+std::vector<agentws::named_token> named_tokens(std::string_view text) {
+  const auto result = agentws::parse_token_file(text, "f");
+  INFO(result.error);
+  CHECK(result.error.empty());
+  CHECK(result.named_form);
+  return result.tokens;
+}
+
+std::string token_file_error(std::string_view text) {
+  const auto result = agentws::parse_token_file(text, "f");
+  CHECK(result.tokens.empty());
+  return result.error;
+}
+
+bool same(const std::vector<agentws::named_token>& tokens,
+          const std::vector<agentws::named_token>& expected) {
+  return std::equal(tokens.begin(), tokens.end(), expected.begin(), expected.end(),
+                    [](const agentws::named_token& a, const agentws::named_token& b) {
+                      return a.name == b.name && a.token == b.token;
+                    });
+}
+
+}  // namespace
+
+TEST_CASE("token file: lines name:token, one owner each", "[protocol][server_options]") {
+  CHECK(same(named_tokens("alice:tok-a\nbob:tok-b\n"), {{"alice", "tok-a"}, {"bob", "tok-b"}}));
+  CHECK(same(named_tokens("alice:tok-a"), {{"alice", "tok-a"}}));
+  // Comments, blank lines, CRLF and blanks around the name and the token.
+  CHECK(same(named_tokens("\n# owners of runs\r\n\n  alice : tok-a \r\n\t# bob left\n"
+                          "B.o_b-2:tok b\r\n\n"),
+             {{"alice", "tok-a"}, {"B.o_b-2", "tok b"}}));
+  // The token is all after the first ':'; "default:" keeps a token with a ':'.
+  CHECK(same(named_tokens("default:a:b\n"), {{"default", "a:b"}}));
+  CHECK(same(named_tokens("# a comment first\nsvc:x\n"), {{"svc", "x"}}));
+  CHECK(same(named_tokens(std::string(64, 'n') + ":t"), {{std::string(64, 'n'), "t"}}));
+  CHECK(same(named_tokens("a:" + std::string(4094, 't')), {{"a", std::string(4094, 't')}}));
+
+  const auto file = agentws::read_token_file(temp_dir().file("named", "alice:tok-a\nbob:tok-b\n"));
+  CHECK(file.named_form);
+  CHECK(same(file.tokens, {{"alice", "tok-a"}, {"bob", "tok-b"}}));
+  CHECK(agentws::token_owners_note(file.tokens) == "tokens for 2 owners: alice, bob");
+  CHECK(agentws::token_owners_note({{"solo", "x"}}) == "tokens for 1 owner: solo");
+}
+
+TEST_CASE("token file: each refusal of the named form names the line, never a token",
+          "[protocol][server_options]") {
+  const std::string not_named =
+      " is not name:token (a name of 1 to 64 letters, digits, '.', '_' or '-', a ':', then the "
+      "token)";
+  CHECK(token_file_error("alice:tok-a\nsecret-without-name\n") ==
+        "--token-file f: line 2" + not_named);
+  CHECK(token_file_error("alice:tok-a\n\n# c\nba/d:secret\n") ==
+        "--token-file f: line 4" + not_named);
+  CHECK(token_file_error("alice:tok-a\n:secret\n") == "--token-file f: line 2" + not_named);
+  CHECK(token_file_error("alice:tok-a\n" + std::string(65, 'n') + ":secret\n") ==
+        "--token-file f: line 2" + not_named);
+  CHECK(token_file_error("alice:tok-a\nbob:\n") ==
+        "--token-file f: line 2: the token of 'bob' is empty");
+  CHECK(token_file_error("alice:tok-a\nbob: \r\n") ==
+        "--token-file f: line 2: the token of 'bob' is empty");
+  CHECK(token_file_error(std::string("alice:tok-a\nbob:sec\0ret\n", 24)) ==
+        "--token-file f: line 2: the token of 'bob' holds control characters (is it a text file?)");
+  CHECK(token_file_error("alice:tok-a\nbob:tok-b\nalice:secret\n") ==
+        "--token-file f: line 3: the name 'alice' is already on line 1");
+  CHECK(token_file_error("alice:tok-a\n# c\nbob:tok-a\n") ==
+        "--token-file f: line 3: the token of 'bob' is also the token of 'alice' (line 1): each "
+        "owner needs a token of its own");
+  CHECK(token_file_error("alice:tok-a\nbob:" + std::string(4096, 's') + "\n") ==
+        "--token-file f: line 2 is longer than 4096 bytes");
+  CHECK(token_file_error("# only comments\n\n#alice:tok-a\n") ==
+        "--token-file f: no name:token line: every line is blank or a comment");
+  CHECK(token_file_error("alice:tok-a\n" + std::string(1 << 20, '\n')) ==
+        "--token-file f: the file is longer than 1 MiB");
+  // No message shows a token, even a wrong line that may be one.
+  for (const std::string& text :
+       {std::string("alice:tok-a\nsecret-without-name\n"), std::string("a:secret\nb:secret\n"),
+        std::string("a:x\nb:" + std::string(5000, 's'))}) {
+    const std::string error = token_file_error(text);
+    CHECK(error.find("secret") == std::string::npos);
+    CHECK(error.find("sss") == std::string::npos);
+  }
 }
 
 TEST_CASE("token file: each failure names the path and the reason", "[protocol][server_options]") {
   temp_dir dir;
   auto error = [](const std::string& path) {
     auto result = agentws::read_token_file(path);
-    CHECK(result.token.empty());
+    CHECK(result.tokens.empty());
     return result.error;
   };
   const std::string missing = (dir.path / "missing").string();

@@ -17,6 +17,12 @@
 
 namespace agentws {
 
+// One bearer token and the name of its owner (the owner of the runs it starts).
+struct named_token {
+  std::string name;
+  std::string token;
+};
+
 struct server_config {
   std::string host = "127.0.0.1";
   std::uint16_t port = 8000;  // 0 picks a free port; see server::port()
@@ -89,6 +95,7 @@ struct server_config {
   // When not empty, /ws and /metrics require "Authorization: Bearer <token>"
   // or "?token=<token>"; 401 otherwise. Compared in constant time.
   std::string token;
+  std::vector<named_token> tokens;  // several owners; `token` alone counts as one named "default"
 
   // TLS (wss://): when both are set, every connection starts with a TLS
   // handshake. PEM files: the certificate chain (leaf first) and its key.

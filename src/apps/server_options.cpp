@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 #include <variant>
@@ -184,8 +185,8 @@ po::options_description describe_options(const std::vector<numeric_option>& numb
       "a browser origin (scheme://host[:port], no path) allowed besides the server's own; '*' "
       "for any (repeatable)");
   add("token-file", po::value<std::string>(),
-      "require this bearer token (first line of the file) for /ws and /metrics; AGENTWS_TOKEN "
-      "also sets it");
+      "require a bearer token for /ws and /metrics: the file's first line, or lines "
+      "name:token, one per owner of runs ('#' comments); AGENTWS_TOKEN also sets one");
   add("allow-unauthenticated", "listen on a non-loopback address without a token");
   add("tls-cert", po::value<std::string>(),
       "serve wss:// with this PEM certificate chain (leaf first); needs --tls-key");
@@ -339,9 +340,138 @@ server_command_line parse_server_command_line(int argc, const char* const* argv,
   return result;
 }
 
+namespace {
+
+// A token is short, a line of the named form too; the whole file is read up
+// to a bound, so /dev/zero cannot hang us.
+constexpr std::size_t max_token_line_bytes = 4096;
+constexpr std::size_t max_token_file_bytes = 1024 * 1024;
+
+// HTTP drops blanks around a header value, so a token with them never matches.
+std::string_view trim_blanks(std::string_view text) {
+  const auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
+  while (!text.empty() && blank(text.back()))
+    text.remove_suffix(1);
+  while (!text.empty() && blank(text.front()))
+    text.remove_prefix(1);
+  return text;
+}
+
+bool has_control_characters(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+bool is_token_owner_name(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+// "alice" from "alice:token" (blanks around the name allowed), or nullopt.
+std::optional<std::string_view> owner_name_of(std::string_view line) {
+  const std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  const std::string_view name = trim_blanks(line.substr(0, colon));
+  if (!is_token_owner_name(name)) return std::nullopt;
+  return name;
+}
+
+bool is_comment_or_blank(std::string_view line) {
+  const std::string_view trimmed = trim_blanks(line);
+  return trimmed.empty() || trimmed.front() == '#';
+}
+
+std::vector<std::string_view> split_lines(std::string_view text) {
+  std::vector<std::string_view> lines;
+  while (!text.empty()) {
+    const std::size_t newline = text.find('\n');
+    lines.push_back(text.substr(0, newline));
+    if (newline == std::string_view::npos) break;
+    text.remove_prefix(newline + 1);
+  }
+  return lines;
+}
+
+}  // namespace
+
+token_file_result parse_token_file(std::string_view text, const std::string& path) {
+  token_file_result result;
+  auto failure = [&](const std::string& why) {
+    result.tokens.clear();
+    result.error = "--token-file " + printable(path) + ": " + why;
+    return result;
+  };
+  if (text.empty()) return failure("the file is empty: its first line must hold the token");
+  const std::vector<std::string_view> lines = split_lines(text);
+  const auto first_filled = std::find_if(
+      lines.begin(), lines.end(), [](std::string_view line) { return !trim_blanks(line).empty(); });
+  result.named_form = first_filled != lines.end() &&
+                      (trim_blanks(*first_filled).front() == '#' || owner_name_of(*first_filled));
+
+  if (!result.named_form) {
+    const std::string_view first = lines.front();
+    if (first.size() > max_token_line_bytes) {
+      return failure("the first line is longer than 4096 bytes");
+    }
+    const std::string_view token = trim_blanks(first);
+    if (token.empty()) return failure("the first line is empty: it must hold the token");
+    if (has_control_characters(token)) {
+      return failure("the token holds control characters (is it a text file?)");
+    }
+    result.tokens.push_back({"default", std::string(token)});
+    return result;
+  }
+
+  if (text.size() > max_token_file_bytes) return failure("the file is longer than 1 MiB");
+  std::vector<std::size_t> line_of;  // the line number of each token, for duplicates
+  for (std::size_t index = 0; index < lines.size(); ++index) {
+    const std::string line_name = "line " + std::to_string(index + 1);
+    const std::string_view line = lines[index];
+    if (line.size() > max_token_line_bytes) {
+      return failure(line_name + " is longer than 4096 bytes");
+    }
+    if (is_comment_or_blank(line)) continue;
+    // The line is not shown: without a ':' it may be a bare token.
+    const auto name = owner_name_of(line);
+    if (!name) {
+      return failure(line_name +
+                     " is not name:token (a name of 1 to 64 letters, digits, '.', '_' or '-', "
+                     "a ':', then the token)");
+    }
+    const std::string_view token = trim_blanks(line.substr(line.find(':') + 1));
+    const std::string owner = "'" + std::string(*name) + "'";
+    if (token.empty()) return failure(line_name + ": the token of " + owner + " is empty");
+    if (has_control_characters(token)) {
+      return failure(line_name + ": the token of " + owner +
+                     " holds control characters (is it a text file?)");
+    }
+    for (std::size_t earlier = 0; earlier < result.tokens.size(); ++earlier) {
+      const named_token& other = result.tokens[earlier];
+      const std::string where = "line " + std::to_string(line_of[earlier]);
+      if (other.name == *name) {
+        return failure(line_name + ": the name " + owner + " is already on " + where);
+      }
+      if (other.token == token) {
+        return failure(line_name + ": the token of " + owner + " is also the token of '" +
+                       other.name + "' (" + where + "): each owner needs a token of its own");
+      }
+    }
+    result.tokens.push_back({std::string(*name), std::string(token)});
+    line_of.push_back(index + 1);
+  }
+  if (result.tokens.empty()) {
+    return failure("no name:token line: every line is blank or a comment");
+  }
+  return result;
+}
+
 token_file_result read_token_file(const std::string& path) {
   auto failure = [&](const std::string& why) {
-    return token_file_result{{}, "--token-file " + printable(path) + ": " + why};
+    token_file_result result;
+    result.error = "--token-file " + printable(path) + ": " + why;
+    return result;
   };
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
@@ -353,26 +483,21 @@ token_file_result read_token_file(const std::string& path) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
                                                        &std::fclose);
   if (!file) return failure(std::string("cannot be read: ") + std::strerror(errno));
-  // A token is short; read a bounded prefix, so /dev/zero cannot hang us.
-  constexpr std::size_t limit = 4096;
-  std::string head(limit + 1, '\0');
-  head.resize(std::fread(head.data(), 1, head.size(), file.get()));
+  // One byte past the bound tells a file that is too long.
+  std::string text(max_token_file_bytes + 1, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), file.get()));
   if (std::ferror(file.get()))
     return failure(std::string("cannot be read: ") + std::strerror(errno));
-  if (head.empty()) return failure("the file is empty: its first line must hold the token");
-  std::string line = head.substr(0, head.find('\n'));
-  if (line.size() > limit) return failure("the first line is longer than 4096 bytes");
-  // HTTP drops blanks around a header value, so a token with them never matches.
-  const auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
-  while (!line.empty() && blank(line.back()))
-    line.pop_back();
-  line.erase(0, std::find_if_not(line.begin(), line.end(), blank) - line.begin());
-  if (line.empty()) return failure("the first line is empty: it must hold the token");
-  const bool control = std::any_of(line.begin(), line.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-  });
-  if (control) return failure("the token holds control characters (is it a text file?)");
-  return {line, {}};
+  return parse_token_file(text, path);
+}
+
+std::string token_owners_note(const std::vector<named_token>& tokens) {
+  std::string note =
+      "tokens for " + std::to_string(tokens.size()) + (tokens.size() == 1 ? " owner:" : " owners:");
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    note += (i == 0 ? " " : ", ") + tokens[i].name;
+  }
+  return note;
 }
 
 listen_host_result resolve_listen_host(const std::string& host) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agentws/cli_options.hpp"
@@ -76,14 +77,30 @@ inline constexpr integer_range shutdown_grace_ms{100, 600'000};
 server_command_line parse_server_command_line(int argc, const char* const* argv,
                                               unsigned hardware_threads);
 
-// The bearer token: the first line of `path` without surrounding blanks.
-// `error` says which file and why not (missing, a directory, unreadable,
-// empty) when `token` is empty.
+// The bearer tokens of --token-file, in one of two forms:
+//  - one token, the first line without surrounding blanks (later lines are
+//    ignored); its owner is named "default";
+//  - lines "name:token", one per owner: a name of 1 to 64 letters, digits,
+//    '.', '_' or '-', then the token (everything after the first ':').
+//    Blank lines and lines starting with '#' are skipped; names and tokens
+//    are each used once.
+// The first line that is not blank tells them apart: a '#' or a valid name
+// before a ':' starts the named form (so a single token such as "a:b" is
+// written "default:a:b"). `error` says which file and why not (missing, a
+// directory, unreadable, empty; in the named form the line and its problem)
+// when `tokens` is empty; it names owners but never shows a token.
 struct token_file_result {
-  std::string token;
+  std::vector<named_token> tokens;
+  bool named_form = false;
   std::string error;
 };
 token_file_result read_token_file(const std::string& path);
+
+// The same rules on the text of a file; `path` only names it in messages.
+token_file_result parse_token_file(std::string_view text, const std::string& path);
+
+// "tokens for 2 owners: alice, bob": who may connect, for the log (names only).
+std::string token_owners_note(const std::vector<named_token>& tokens);
 
 // `host` as an address to bind: an IP address as it is, a name resolved
 // (its first IPv4 address, else its first address). `note` mentions the

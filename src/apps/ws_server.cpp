@@ -95,10 +95,16 @@ int main(int argc, char** argv) {
     std::cerr << "ws-server: " << message << "\n";
     return 2;
   };
+  std::string token_note;  // logged once the log is set up
   if (!options.token_file.empty()) {
-    auto token = agentws::read_token_file(options.token_file);
-    if (token.token.empty()) return refuse(token.error);
-    config.token = std::move(token.token);
+    auto file = agentws::read_token_file(options.token_file);
+    if (!file.error.empty()) return refuse(file.error);
+    if (file.named_form) {
+      token_note = "--token-file: " + agentws::token_owners_note(file.tokens);
+      config.tokens = std::move(file.tokens);
+    } else {
+      config.token = std::move(file.tokens.front().token);
+    }
   } else if (const char* env = std::getenv("AGENTWS_TOKEN"); env && *env) {
     config.token = env;
   }
@@ -106,7 +112,7 @@ int main(int argc, char** argv) {
   auto host = agentws::resolve_listen_host(config.host);
   if (!host.error.empty()) return refuse(host.error);
   config.host = host.address;
-  if (!agentws::is_loopback_address(config.host) && config.token.empty() &&
+  if (!agentws::is_loopback_address(config.host) && config.token.empty() && config.tokens.empty() &&
       !options.allow_unauthenticated) {
     return refuse("--host " + agentws::printable(host_as_given) +
                   " is reachable from other machines: set a token (--token-file or "
@@ -126,6 +132,7 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(options.log_level);
   if (!host.note.empty()) spdlog::info("{}", host.note);
+  if (!token_note.empty()) spdlog::info("{}", token_note);
 
   keep_freed_memory_for_reuse();
   const rlim_t open_files = raise_open_file_limit();

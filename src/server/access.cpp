@@ -50,6 +50,19 @@ std::optional<std::string_view> presented_token(const http_request& request) {
   return std::nullopt;
 }
 
+// The policy's token the request presents, or null. Every token is compared,
+// each in constant time, so the time taken does not tell which one matched.
+const named_token* matching_token(const http_request& request, const access_policy& policy) {
+  const auto presented = presented_token(request);
+  if (!presented) return nullptr;
+  const named_token* match = nullptr;
+  for (const named_token& candidate : policy.tokens) {
+    const bool equal = constant_time_equal(*presented, candidate.token);
+    if (equal && !match) match = &candidate;
+  }
+  return match;
+}
+
 }  // namespace
 
 bool is_loopback_host(std::string_view host_header) noexcept {
@@ -90,13 +103,15 @@ std::optional<access_refusal> check_access(const http_request& request, const ac
       return access_refusal{http::status::forbidden, "Forbidden: origin not allowed"};
     }
   }
-  if (needs_token && policy.token) {
-    const auto token = presented_token(request);
-    if (!token || !constant_time_equal(*token, *policy.token)) {
-      return access_refusal{http::status::unauthorized, "Unauthorized: a valid token is required"};
-    }
+  if (needs_token && !policy.tokens.empty() && !matching_token(request, policy)) {
+    return access_refusal{http::status::unauthorized, "Unauthorized: a valid token is required"};
   }
   return std::nullopt;
+}
+
+std::string token_owner(const http_request& request, const access_policy& policy) {
+  const named_token* match = matching_token(request, policy);
+  return match ? match->name : std::string();
 }
 
 }  // namespace agentws::detail

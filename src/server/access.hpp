@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agentws/server.hpp"
 #include "server/http_routes.hpp"
 
 namespace agentws::detail {
@@ -20,9 +21,9 @@ struct access_policy {
   std::vector<std::string> allowed_origins;
   // On a loopback bind, only loopback Host names are answered (DNS rebinding).
   bool require_loopback_host = true;
-  // When set, /ws and /metrics need "Authorization: Bearer <token>" or
-  // "?token=<token>".
-  std::optional<std::string> token;
+  // When not empty, /ws and /metrics need "Authorization: Bearer <token>" or
+  // "?token=<token>" with one of these tokens; its name owns the runs.
+  std::vector<named_token> tokens;
 };
 
 struct access_refusal {
@@ -33,6 +34,10 @@ struct access_refusal {
 // nullopt: the request may proceed.
 std::optional<access_refusal> check_access(const http_request& request, const access_policy& policy,
                                            bool needs_token);
+
+// The name of the token the request presents ("" when the policy checks no
+// tokens, or none matches).
+std::string token_owner(const http_request& request, const access_policy& policy);
 
 // True for "localhost", "*.localhost", 127.0.0.0/8 and ::1 (with or without a port).
 bool is_loopback_host(std::string_view host_header) noexcept;

@@ -182,7 +182,8 @@ access_policy make_access_policy(const server_config& config) {
   access_policy policy;
   policy.allowed_origins = config.allowed_origins;
   policy.require_loopback_host = is_loopback_address(config.host);
-  if (!config.token.empty()) policy.token = config.token;
+  policy.tokens = config.tokens;
+  if (!config.token.empty()) policy.tokens.push_back({"default", config.token});
   return policy;
 }
 

@@ -2,7 +2,8 @@
 # ws-server's command line, option by option: every bad value of every
 # numeric option is refused at once (exit 2, a message naming the option, the
 # value and the range, nothing listened on), as are bad token files, hosts and
-# origins; values at the edges of the ranges start and serve a run.
+# origins; values at the edges of the ranges start and serve a run, and a
+# token file with two named owners lets both in (and nobody else).
 # Usage: server_options.sh WS_SERVER WS_CLIENT
 source "$(dirname "$0")/common.sh"
 server=$1 client=$2
@@ -108,6 +109,31 @@ if [[ $(id -u) -ne 0 ]]; then  # root reads any file
   expect_refused "--token-file $dir/locked: cannot be read: Permission denied" \
     --port 0 --token-file "$dir/locked"
 fi
+# The named form: a bad line is refused by its number, and the token is never shown.
+printf 'alice:tok-alice-1\nbob:tok-alice-1\n' >"$dir/same-token"
+expect_refused "--token-file $dir/same-token: line 2: the token of 'bob' is also the token of 'alice' (line 1)" \
+  --port 0 --token-file "$dir/same-token"
+grep -q 'tok-alice' "$out" && fail "a refused token file showed a token"
+printf 'alice:tok-alice-1\nbare-secret-line\n' >"$dir/no-name"
+expect_refused "--token-file $dir/no-name: line 2 is not name:token" --port 0 --token-file "$dir/no-name"
+grep -q 'secret' "$out" && fail "a refused token file showed a line"
+
+# Two owners, one token each: both connect and run, a wrong token gets 401.
+printf '# owners of runs\nalice:tok-alice-1\n\nbob:tok-bob-2\n' >"$dir/named"
+start_server "$server" --token-file "$dir/named"
+for token in tok-alice-1 tok-bob-2; do
+  timeout 10 "$client" --url "ws://127.0.0.1:$PORT/ws" --token "$token" --run a --steps 1 \
+    --interval-ms 0 --json >"$out" 2>&1 || fail "a run with a named token"
+  grep -q '"event_type": "run_done"' "$out" || fail "no run_done with a named token"
+done
+set +e
+timeout 10 "$client" --url "ws://127.0.0.1:$PORT/ws" --token tok-carol-3 --run c </dev/null >"$out" 2>&1
+status=$?
+set -e
+[[ $status -eq 3 ]] && grep -qF '401 Unauthorized' "$out" || fail "a wrong token was not refused with 401"
+grep -q 'tokens for 2 owners: alice, bob' "$SERVER_LOG" || fail "the owners are not logged"
+grep -q 'tok-' "$SERVER_LOG" && fail "the server log shows a token"
+stop_server
 
 # Hosts: a name that cannot resolve (RFC 6761: .invalid never does), a port in it.
 expect_refused "--host nosuchhost.invalid: cannot resolve this name: " \
