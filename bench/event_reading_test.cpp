@@ -37,10 +37,10 @@ std::vector<std::string> server_events() {
   std::vector<std::string> out(7);
   agentws::append_run_started(out[0], sample_ts, "run-1", std::nullopt);
   agentws::append_run_started(out[1], sample_ts, "run-2", std::string("req-7"));
-  agentws::append_run_event(out[2], sample_ts, "run-1", 41, "agent step 41");
-  agentws::append_run_done(out[3], sample_ts, "run-1");
-  agentws::append_run_done(out[4], sample_ts, "run-3", "the agent failed");
-  agentws::append_run_cancelled(out[5], sample_ts, "run-2", agentws::cancel_reason::client,
+  agentws::append_run_event(out[2], sample_ts, "run-1", 41, 42, "agent step 41");
+  agentws::append_run_done(out[3], sample_ts, "run-1", 43);
+  agentws::append_run_done(out[4], sample_ts, "run-3", 1, "the agent failed");
+  agentws::append_run_cancelled(out[5], sample_ts, "run-2", 7, agentws::cancel_reason::client,
                                 std::string("req-8"));
   out[6] = cancelled_with_last_step;
   return out;

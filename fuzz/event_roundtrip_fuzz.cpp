@@ -148,18 +148,19 @@ void check_builders(FuzzedDataProvider& input) {
   FUZZ_CHECK(read.request_id == (with_request_id ? request_id : ""));
 
   out.clear();
-  agentws::append_run_event(out, ts, run_id, step, text);
+  agentws::append_run_event(out, ts, run_id, step, step / 2, text);
   read = read_back(out, "run_event", run_id);
   FUZZ_CHECK(read.step == step);
+  FUZZ_CHECK(read.seq == step / 2);
   FUZZ_CHECK(read.text == text);
 
   out.clear();
-  agentws::append_run_done(out, ts, run_id, failure);
+  agentws::append_run_done(out, ts, run_id, step, failure);
   read = read_back(out, "run_done", run_id);
   FUZZ_CHECK(read.failure == failure);
 
   out.clear();
-  agentws::append_run_cancelled(out, ts, run_id, agentws::cancel_reason::shutdown,
+  agentws::append_run_cancelled(out, ts, run_id, step, agentws::cancel_reason::shutdown,
                                 maybe_request_id);
   read = read_back(out, "run_cancelled", run_id);
   FUZZ_CHECK(read.reason == "shutdown");

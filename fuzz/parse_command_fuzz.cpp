@@ -102,26 +102,47 @@ void check_command(const agentws::command& command, const agentws::protocol_limi
 
     out.clear();
     const std::uint64_t step = start->params.steps.value_or(0);
-    agentws::append_run_event(out, ts, start->run_id, step, start->run_id);
+    agentws::append_run_event(out, ts, start->run_id, step, step + 1, start->run_id);
     event = parse_built(out, "run_event");
     FUZZ_CHECK(event["payload"]["step"] == step);
+    FUZZ_CHECK(event["payload"]["seq"] == step + 1);
     FUZZ_CHECK(event["payload"]["text"] == start->run_id);
 
     out.clear();
-    agentws::append_run_done(out, ts, start->run_id, start->request_id.value_or(""));
+    agentws::append_run_done(out, ts, start->run_id, step, start->request_id.value_or(""));
     event = parse_built(out, "run_done");
     FUZZ_CHECK(event["payload"]["run_id"] == start->run_id);
 
     check_error_event(agentws::run_already_active_error(start->run_id, start->request_id));
     check_error_event(
         agentws::too_many_runs_error(start->run_id, start->request_id, limits.max_active_runs));
+    FUZZ_CHECK(start->detach_grace_ms <= limits.max_detach_grace_ms);
+  } else if (const auto* attach = std::get_if<agentws::attach_run_command>(&command)) {
+    check_run_id(attach->run_id, limits);
+    FUZZ_CHECK(attach->after_seq >= -1);
+    out.clear();
+    agentws::append_run_attached(out, ts, attach->run_id, agentws::run_state_name::running, 0,
+                                 attach->request_id);
+    const json event = parse_built(out, "run_attached");
+    FUZZ_CHECK(event["payload"]["run_id"] == attach->run_id);
+    check_optional(event["payload"], "request_id", attach->request_id);
+    check_error_event(agentws::run_not_found_error(attach->run_id, attach->request_id));
+    check_error_event(agentws::already_attached_error(attach->run_id, attach->request_id));
+  } else if (const auto* detach = std::get_if<agentws::detach_run_command>(&command)) {
+    check_run_id(detach->run_id, limits);
+    check_error_event(agentws::not_attached_error(detach->run_id, detach->request_id));
+  } else if (const auto* list = std::get_if<agentws::list_runs_command>(&command)) {
+    out.clear();
+    agentws::append_runs(out, ts, {}, list->request_id);
+    const json event = parse_built(out, "runs");
+    check_optional(event["payload"], "request_id", list->request_id);
   } else {
     const auto& cancel = std::get<agentws::cancel_run_command>(command);
     check_run_id(cancel.run_id, limits);
     if (cancel.request_id) FUZZ_CHECK(cancel.request_id->size() <= limits.max_request_id_bytes);
     for (auto reason : {agentws::cancel_reason::client, agentws::cancel_reason::shutdown}) {
       out.clear();
-      agentws::append_run_cancelled(out, ts, cancel.run_id, reason, cancel.request_id);
+      agentws::append_run_cancelled(out, ts, cancel.run_id, 1, reason, cancel.request_id);
       const json event = parse_built(out, "run_cancelled");
       FUZZ_CHECK(event["payload"]["run_id"] == cancel.run_id);
       check_optional(event["payload"], "request_id", cancel.request_id);

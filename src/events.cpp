@@ -199,21 +199,52 @@ void event_writer::finish() {
   out_.append("}}");
 }
 
+std::string_view to_string(cancel_reason reason) noexcept {
+  switch (reason) {
+    case cancel_reason::client:
+      return "client";
+    case cancel_reason::shutdown:
+      return "shutdown";
+    case cancel_reason::disconnect:
+      return "disconnect";
+  }
+  return "client";
+}
+
+std::string_view to_string(run_state_name state) noexcept {
+  switch (state) {
+    case run_state_name::running:
+      return "running";
+    case run_state_name::done:
+      return "done";
+    case run_state_name::cancelled:
+      return "cancelled";
+  }
+  return "running";
+}
+
 void append_connected(std::string& out, std::string_view ts, const server_identity& server,
-                      const protocol_limits& limits, const run_params& defaults) {
+                      const protocol_limits& limits, const run_params& defaults,
+                      const session_announcement& session) {
   std::string limits_json;
-  limits_json.append("{\"max_message_bytes\": ");
-  append_uint(limits_json, limits.max_message_bytes);
-  limits_json.append(", \"max_run_id_bytes\": ");
-  append_uint(limits_json, limits.max_run_id_bytes);
-  limits_json.append(", \"max_active_runs\": ");
-  append_uint(limits_json, limits.max_active_runs);
-  limits_json.append(", \"max_steps\": ");
-  append_uint(limits_json, limits.max_steps);
-  limits_json.append(", \"max_interval_ms\": ");
-  append_uint(limits_json, limits.max_interval_ms);
-  limits_json.append(", \"max_json_depth\": ");
-  append_uint(limits_json, limits.max_json_depth);
+  const auto limit = [&](std::string_view name, std::uint64_t value) {
+    limits_json.append(limits_json.empty() ? "{\"" : ", \"");
+    limits_json.append(name);
+    limits_json.append("\": ");
+    append_uint(limits_json, value);
+  };
+  limit("max_message_bytes", limits.max_message_bytes);
+  limit("max_run_id_bytes", limits.max_run_id_bytes);
+  limit("max_active_runs", limits.max_active_runs);
+  limit("max_steps", limits.max_steps);
+  limit("max_interval_ms", limits.max_interval_ms);
+  limit("max_json_depth", limits.max_json_depth);
+  limit("history_events", limits.history_events);
+  limit("history_bytes", limits.history_bytes);
+  limit("retention_ms", limits.retention_ms);
+  limit("max_runs_per_owner", limits.max_runs_per_owner);
+  limit("max_detached_runs", limits.max_detached_runs);
+  limit("max_detach_grace_ms", limits.max_detach_grace_ms);
   limits_json.append("}");
 
   std::string defaults_json = "{\"steps\": ";
@@ -224,46 +255,53 @@ void append_connected(std::string& out, std::string_view ts, const server_identi
 
   std::string server_name = server.name;
   if (!server.version.empty()) server_name += "/" + server.version;
-  event_writer(out, "connected", ts)
-      .field("message", "Connected")
+  event_writer writer(out, "connected", ts);
+  writer.field("message", "Connected")
       .field("protocol", protocol_version)
       .field("server", server_name)
+      .raw_field("features", session.key.empty() ? R"(["params", "request_id"])"
+                                                 : R"(["params", "request_id", "resume"])")
       .raw_field("limits", limits_json)
-      .raw_field("defaults", defaults_json)
-      .finish();
+      .raw_field("defaults", defaults_json);
+  if (!session.key.empty()) writer.field("session", session.key).field("resumed", session.resumed);
+  writer.finish();
 }
 
 void append_run_started(std::string& out, std::string_view ts, std::string_view run_id,
                         const std::optional<std::string>& request_id) {
   event_writer(out, "run_started", ts)
       .field("run_id", run_id)
+      .field("seq", std::uint64_t{0})
       .optional_field("request_id", request_id)
       .finish();
 }
 
 void append_run_event(std::string& out, std::string_view ts, std::string_view run_id,
-                      std::uint64_t step, std::string_view text) {
+                      std::uint64_t step, std::uint64_t seq, std::string_view text) {
   event_writer(out, "run_event", ts)
       .field("run_id", run_id)
       .field("step", step)
+      .field("seq", seq)
       .field("text", text)
       .finish();
 }
 
 void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
-                     std::string_view failure) {
+                     std::uint64_t seq, std::string_view failure) {
   event_writer writer(out, "run_done", ts);
-  writer.field("run_id", run_id);
+  writer.field("run_id", run_id).field("seq", seq);
   if (!failure.empty()) writer.field("ok", false).field("error", failure);
   writer.finish();
 }
 
 void append_run_cancelled(std::string& out, std::string_view ts, std::string_view run_id,
-                          cancel_reason reason, const std::optional<std::string>& request_id,
+                          std::uint64_t seq, cancel_reason reason,
+                          const std::optional<std::string>& request_id,
                           std::optional<std::uint64_t> last_step) {
   event_writer writer(out, "run_cancelled", ts);
   writer.field("run_id", run_id)
-      .field("reason", reason == cancel_reason::client ? "client" : "shutdown")
+      .field("seq", seq)
+      .field("reason", to_string(reason))
       .optional_field("request_id", request_id);
   if (last_step) writer.field("last_step", *last_step);
   writer.finish();
@@ -275,6 +313,59 @@ void append_error(std::string& out, std::string_view ts, const protocol_error& e
   writer.optional_field("run_id", error.run_id);
   if (error.received_json) writer.raw_field("received", *error.received_json);
   writer.optional_field("request_id", error.request_id).finish();
+}
+
+void append_run_attached(std::string& out, std::string_view ts, std::string_view run_id,
+                         run_state_name state, std::uint64_t last_seq,
+                         const std::optional<std::string>& request_id) {
+  event_writer(out, "run_attached", ts)
+      .field("run_id", run_id)
+      .field("state", to_string(state))
+      .field("last_seq", last_seq)
+      .optional_field("request_id", request_id)
+      .finish();
+}
+
+void append_run_gap(std::string& out, std::string_view ts, std::string_view run_id,
+                    std::int64_t after_seq, std::uint64_t first_seq) {
+  event_writer writer(out, "run_gap", ts);
+  writer.field("run_id", run_id);
+  if (after_seq < 0) {
+    writer.raw_field("after_seq", "-1");
+  } else {
+    writer.field("after_seq", static_cast<std::uint64_t>(after_seq));
+  }
+  writer.field("first_seq", first_seq).finish();
+}
+
+void append_run_detached(std::string& out, std::string_view ts, std::string_view run_id,
+                         const std::optional<std::string>& request_id) {
+  event_writer(out, "run_detached", ts)
+      .field("run_id", run_id)
+      .optional_field("request_id", request_id)
+      .finish();
+}
+
+void append_runs(std::string& out, std::string_view ts, const std::vector<run_listing>& runs,
+                 const std::optional<std::string>& request_id) {
+  std::string list = "[";
+  for (const run_listing& run : runs) {
+    if (list.size() > 1) list.append(", ");
+    list.append("{\"run_id\": ");
+    append_json_string(list, run.run_id);
+    list.append(", \"agent\": ");
+    append_json_string(list, run.agent);
+    list.append(", \"state\": \"");
+    list.append(to_string(run.state));
+    list.append("\", \"last_seq\": ");
+    append_uint(list, run.last_seq);
+    list.append(run.attached ? ", \"attached\": true}" : ", \"attached\": false}");
+  }
+  list.append("]");
+  event_writer(out, "runs", ts)
+      .raw_field("runs", list)
+      .optional_field("request_id", request_id)
+      .finish();
 }
 
 std::string printable(std::string_view text) {
@@ -314,6 +405,10 @@ event_kind event_kind_from(std::string_view event_type) noexcept {
   if (event_type == "run_cancelled") return event_kind::run_cancelled;
   if (event_type == "error") return event_kind::error;
   if (event_type == "connected") return event_kind::connected;
+  if (event_type == "run_attached") return event_kind::run_attached;
+  if (event_type == "run_gap") return event_kind::run_gap;
+  if (event_type == "run_detached") return event_kind::run_detached;
+  if (event_type == "runs") return event_kind::runs;
   return event_kind::unknown;
 }
 
@@ -357,8 +452,24 @@ std::optional<received_event> parse_event(std::string_view text) {
     event.failure = "failed";
     read_string("error", event.failure);
   }
-  if (auto it = payload.find("step"); it != payload.end() && it->is_number_unsigned()) {
-    event.step = it->get<std::uint64_t>();
+  const auto read_uint = [&](const char* key, std::optional<std::uint64_t>& out) {
+    if (auto it = payload.find(key); it != payload.end() && it->is_number_unsigned()) {
+      out = it->get<std::uint64_t>();
+    }
+  };
+  read_uint("step", event.step);
+  read_uint("seq", event.seq);
+  read_uint("first_seq", event.first_seq);
+  read_uint("last_seq", event.last_seq);
+  read_string("session", event.session);
+  read_string("state", event.state);
+  if (auto it = payload.find("resumed"); it != payload.end() && it->is_boolean()) {
+    event.resumed = it->get<bool>();
+  }
+  if (auto it = payload.find("features"); it != payload.end() && it->is_array()) {
+    for (const json& feature : *it) {
+      if (feature.is_string()) event.features.push_back(feature.get<std::string>());
+    }
   }
   event.payload_json = payload.dump(-1, ' ', false, json::error_handler_t::replace);
   return event;
@@ -379,6 +490,26 @@ std::string make_start_run(std::string_view run_id, const run_params_override& p
 
 std::string make_cancel_run(std::string_view run_id, std::string_view request_id) {
   json message = {{"command", "cancel_run"}, {"run_id", run_id}};
+  if (!request_id.empty()) message["request_id"] = request_id;
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string make_attach_run(std::string_view run_id, std::int64_t after_seq,
+                            std::string_view request_id) {
+  json message = {{"command", "attach_run"}, {"run_id", run_id}};
+  if (after_seq >= 0) message["after_seq"] = after_seq;
+  if (!request_id.empty()) message["request_id"] = request_id;
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string make_detach_run(std::string_view run_id, std::string_view request_id) {
+  json message = {{"command", "detach_run"}, {"run_id", run_id}};
+  if (!request_id.empty()) message["request_id"] = request_id;
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string make_list_runs(std::string_view request_id) {
+  json message = {{"command", "list_runs"}};
   if (!request_id.empty()) message["request_id"] = request_id;
   return message.dump(-1, ' ', false, json::error_handler_t::replace);
 }

@@ -39,6 +39,10 @@ constexpr std::array<error_row, protocol_error_code_count> error_table{{
     {protocol_error_code::invalid_params, "invalid_params"},
     {protocol_error_code::too_many_runs, "too_many_runs"},
     {protocol_error_code::unsupported_frame, "unsupported_frame"},
+    {protocol_error_code::run_not_found, "run_not_found"},
+    {protocol_error_code::already_attached, "already_attached"},
+    {protocol_error_code::not_attached, "not_attached"},
+    {protocol_error_code::invalid_option, "invalid_option"},
 }};
 
 constexpr bool table_matches_enum() {
@@ -280,11 +284,23 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
   }
   const bool is_start = command_name && *command_name == "start_run";
   const bool is_cancel = command_name && *command_name == "cancel_run";
-  if (!is_start && !is_cancel) {
+  const bool is_attach = command_name && *command_name == "attach_run";
+  const bool is_detach = command_name && *command_name == "detach_run";
+  const bool is_list = command_name && *command_name == "list_runs";
+  if (!is_start && !is_cancel && !is_attach && !is_detach && !is_list) {
     protocol_error error =
         with_request_id(make_error(protocol_error_code::unknown_command, "Unknown command"));
     error.received_json = dump_bounded(document, text);
     return error;
+  }
+  const auto invalid_request_id = [&] {
+    return make_error(protocol_error_code::invalid_request_id,
+                      "request_id must be a string of at most " +
+                          std::to_string(limits.max_request_id_bytes) + " bytes");
+  };
+  if (is_list) {
+    if (request_id_invalid) return invalid_request_id();
+    return command{list_runs_command{request_id}};
   }
 
   const auto run_id_it = document.find("run_id");
@@ -299,14 +315,31 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
                    "run_id is longer than " + std::to_string(limits.max_run_id_bytes) + " bytes"));
   }
   if (request_id_invalid) {
-    protocol_error error = make_error(protocol_error_code::invalid_request_id,
-                                      "request_id must be a string of at most " +
-                                          std::to_string(limits.max_request_id_bytes) + " bytes");
+    protocol_error error = invalid_request_id();
     error.run_id = run_id;
     return error;
   }
+  const auto invalid_option = [&](std::string message) {
+    protocol_error error = make_error(protocol_error_code::invalid_option, std::move(message));
+    error.run_id = run_id;
+    return with_request_id(std::move(error));
+  };
 
   if (is_cancel) return command{cancel_run_command{run_id, request_id}};
+  if (is_detach) return command{detach_run_command{run_id, request_id}};
+  if (is_attach) {
+    attach_run_command attach{run_id, -1, request_id};
+    if (auto it = document.find("after_seq"); it != document.end() && !it->is_null()) {
+      if (it->is_number_unsigned() && it->get<std::uint64_t>() <= INT64_MAX) {
+        attach.after_seq = static_cast<std::int64_t>(it->get<std::uint64_t>());
+      } else if (it->is_number_integer() && it->get<std::int64_t>() == -1) {
+        attach.after_seq = -1;
+      } else {
+        return invalid_option("after_seq must be an integer from -1 up");
+      }
+    }
+    return command{std::move(attach)};
+  }
 
   start_run_command start{run_id, {}, request_id};
   if (auto it = document.find("params"); it != document.end() && !it->is_null()) {
@@ -320,6 +353,22 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
       error->run_id = run_id;
       return with_request_id(std::move(*error));
     }
+  }
+  if (auto it = document.find("on_disconnect"); it != document.end() && !it->is_null()) {
+    if (it->is_string() && it->get_ref<const std::string&>() == "cancel") {
+      start.on_disconnect = disconnect_policy::cancel;
+    } else if (it->is_string() && it->get_ref<const std::string&>() == "continue") {
+      start.on_disconnect = disconnect_policy::keep_running;
+    } else {
+      return invalid_option("on_disconnect must be \"cancel\" or \"continue\"");
+    }
+  }
+  if (auto it = document.find("detach_grace_ms"); it != document.end() && !it->is_null()) {
+    if (!it->is_number_unsigned() || it->get<std::uint64_t>() > limits.max_detach_grace_ms) {
+      return invalid_option("detach_grace_ms must be an integer from 0 to " +
+                            std::to_string(limits.max_detach_grace_ms));
+    }
+    start.detach_grace_ms = it->get<std::uint64_t>();
   }
   return command{std::move(start)};
 }
@@ -352,6 +401,37 @@ protocol_error too_many_runs_error(std::string run_id, std::optional<std::string
   error.run_id = std::move(run_id);
   error.request_id = std::move(request_id);
   return error;
+}
+
+namespace {
+protocol_error run_error(protocol_error_code code, std::string message, std::string run_id,
+                         std::optional<std::string> request_id) {
+  protocol_error error = make_error(code, std::move(message));
+  error.run_id = std::move(run_id);
+  error.request_id = std::move(request_id);
+  return error;
+}
+}  // namespace
+
+protocol_error run_not_found_error(std::string run_id, std::optional<std::string> request_id) {
+  return run_error(protocol_error_code::run_not_found, "No such run", std::move(run_id),
+                   std::move(request_id));
+}
+
+protocol_error already_attached_error(std::string run_id, std::optional<std::string> request_id) {
+  return run_error(protocol_error_code::already_attached, "This connection already follows the run",
+                   std::move(run_id), std::move(request_id));
+}
+
+protocol_error not_attached_error(std::string run_id, std::optional<std::string> request_id) {
+  return run_error(protocol_error_code::not_attached, "This connection does not follow the run",
+                   std::move(run_id), std::move(request_id));
+}
+
+protocol_error run_limit_error(std::string run_id, std::optional<std::string> request_id,
+                               std::string message) {
+  return run_error(protocol_error_code::too_many_runs, std::move(message), std::move(run_id),
+                   std::move(request_id));
 }
 
 }  // namespace agentws

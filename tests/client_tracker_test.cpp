@@ -38,17 +38,18 @@ received_event started(std::string_view run_id) {
 }
 received_event step(std::string_view run_id, std::uint64_t n) {
   std::string out;
-  agentws::append_run_event(out, ts, run_id, n, "agent step " + std::to_string(n));
+  agentws::append_run_event(out, ts, run_id, n, n + 1, "agent step " + std::to_string(n));
   return from_wire(out);
 }
 received_event done(std::string_view run_id) {
   std::string out;
-  agentws::append_run_done(out, ts, run_id, {});
+  agentws::append_run_done(out, ts, run_id, 1000, {});
   return from_wire(out);
 }
 received_event cancelled(std::string_view run_id) {
   std::string out;
-  agentws::append_run_cancelled(out, ts, run_id, agentws::cancel_reason::client, std::nullopt);
+  agentws::append_run_cancelled(out, ts, run_id, 1000, agentws::cancel_reason::client,
+                                std::nullopt);
   return from_wire(out);
 }
 received_event error(const agentws::protocol_error& refused) {

@@ -242,61 +242,62 @@ TEST_CASE("append_json_string escapes what JSON requires and nothing else",
 TEST_CASE("Event builders write the contract's exact bytes", "[protocol][events]") {
   std::string out;
   SECTION("run_event") {
-    agentws::append_run_event(out, "T", "r", 3, "agent step 3");
+    agentws::append_run_event(out, "T", "r", 3, 4, "agent step 3");
     CHECK(
         out ==
-        R"({"event_type": "run_event", "ts": "T", "payload": {"run_id": "r", "step": 3, "text": "agent step 3"}})");
+        R"({"event_type": "run_event", "ts": "T", "payload": {"run_id": "r", "step": 3, "seq": 4, "text": "agent step 3"}})");
   }
   SECTION("run_event with the largest step and a text to escape") {
-    agentws::append_run_event(out, sample_ts, "run-001", UINT64_MAX, "a \"b\"\n");
+    agentws::append_run_event(out, sample_ts, "run-001", UINT64_MAX, 7, "a \"b\"\n");
     CHECK(
         out ==
         R"({"event_type": "run_event", "ts": "2026-11-25T17:36:10.123456+00:00", )"
-        R"("payload": {"run_id": "run-001", "step": 18446744073709551615, "text": "a \"b\"\n"}})");
+        R"("payload": {"run_id": "run-001", "step": 18446744073709551615, "seq": 7, "text": "a \"b\"\n"}})");
   }
   SECTION("run_started") {
     agentws::append_run_started(out, "T", "run-001", std::nullopt);
-    CHECK(out == R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "run-001"}})");
+    CHECK(out == R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "run-001", "seq": 0}})");
   }
   SECTION("run_started with a request_id") {
     agentws::append_run_started(out, "T", "run-001", "req-1");
     CHECK(
         out ==
-        R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "run-001", "request_id": "req-1"}})");
+        R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "run-001", "seq": 0, "request_id": "req-1"}})");
   }
   SECTION("run_done") {
-    agentws::append_run_done(out, "T", "run-001");
-    CHECK(out == R"({"event_type": "run_done", "ts": "T", "payload": {"run_id": "run-001"}})");
+    agentws::append_run_done(out, "T", "run-001", 6);
+    CHECK(out ==
+          R"({"event_type": "run_done", "ts": "T", "payload": {"run_id": "run-001", "seq": 6}})");
   }
   SECTION("run_done after a failure") {
-    agentws::append_run_done(out, "T", "run-001", "agent crashed: \"oops\"");
+    agentws::append_run_done(out, "T", "run-001", 6, "agent crashed: \"oops\"");
     CHECK(out == R"({"event_type": "run_done", "ts": "T", "payload": {"run_id": "run-001", )"
-                 R"("ok": false, "error": "agent crashed: \"oops\""}})");
+                 R"("seq": 6, "ok": false, "error": "agent crashed: \"oops\""}})");
   }
   SECTION("run_cancelled by the client") {
-    agentws::append_run_cancelled(out, "T", "run-002", agentws::cancel_reason::client,
+    agentws::append_run_cancelled(out, "T", "run-002", 3, agentws::cancel_reason::client,
                                   std::nullopt);
     CHECK(
         out ==
-        R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", "reason": "client"}})");
+        R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", "seq": 3, "reason": "client"}})");
   }
   SECTION("run_cancelled by shutdown") {
-    agentws::append_run_cancelled(out, "T", "run-002", agentws::cancel_reason::shutdown,
+    agentws::append_run_cancelled(out, "T", "run-002", 3, agentws::cancel_reason::shutdown,
                                   std::nullopt);
     CHECK(
         out ==
-        R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", "reason": "shutdown"}})");
+        R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", "seq": 3, "reason": "shutdown"}})");
   }
   SECTION("run_cancelled with a request_id") {
-    agentws::append_run_cancelled(out, "T", "run-002", agentws::cancel_reason::client, "c-9");
+    agentws::append_run_cancelled(out, "T", "run-002", 3, agentws::cancel_reason::client, "c-9");
     CHECK(out == R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", )"
-                 R"("reason": "client", "request_id": "c-9"}})");
+                 R"("seq": 3, "reason": "client", "request_id": "c-9"}})");
   }
   SECTION("run_cancelled with the last step the connection was sent") {
-    agentws::append_run_cancelled(out, "T", "run-002", agentws::cancel_reason::client, "c-9",
+    agentws::append_run_cancelled(out, "T", "run-002", 3, agentws::cancel_reason::client, "c-9",
                                   std::uint64_t{41});
     CHECK(out == R"({"event_type": "run_cancelled", "ts": "T", "payload": {"run_id": "run-002", )"
-                 R"("reason": "client", "request_id": "c-9", "last_step": 41}})");
+                 R"("seq": 3, "reason": "client", "request_id": "c-9", "last_step": 41}})");
   }
   SECTION("error with only a message and code") {
     agentws::append_error(out, "T", agentws::binary_frame_error());
@@ -337,9 +338,13 @@ TEST_CASE("Event builders write the contract's exact bytes", "[protocol][events]
     agentws::append_connected(out, "T", agentws::server_identity{"agentws", "0.1.0"},
                               agentws::protocol_limits{}, agentws::run_params{});
     CHECK(out == R"({"event_type": "connected", "ts": "T", "payload": {"message": "Connected", )"
-                 R"("protocol": 1, "server": "agentws/0.1.0", "limits": {"max_message_bytes": )"
+                 R"("protocol": 2, "server": "agentws/0.1.0", "features": ["params", )"
+                 R"("request_id"], "limits": {"max_message_bytes": )"
                  R"(1048576, "max_run_id_bytes": 256, "max_active_runs": 256, "max_steps": )"
-                 R"(10000000, "max_interval_ms": 3600000, "max_json_depth": 64}, "defaults": )"
+                 R"(10000000, "max_interval_ms": 3600000, "max_json_depth": 64, )"
+                 R"("history_events": 1024, "history_bytes": 262144, "retention_ms": 600000, )"
+                 R"("max_runs_per_owner": 1024, "max_detached_runs": 10000, )"
+                 R"("max_detach_grace_ms": 3600000}, "defaults": )"
                  R"({"steps": 5, "interval_ms": 1000}}})");
   }
   SECTION("connected without a version, with other limits and defaults") {
@@ -353,21 +358,24 @@ TEST_CASE("Event builders write the contract's exact bytes", "[protocol][events]
     agentws::append_connected(out, "T", agentws::server_identity{"srv", ""}, limits,
                               agentws::run_params{7, 0});
     CHECK(out == R"({"event_type": "connected", "ts": "T", "payload": {"message": "Connected", )"
-                 R"("protocol": 1, "server": "srv", "limits": {"max_message_bytes": 1, )"
+                 R"("protocol": 2, "server": "srv", "features": ["params", "request_id"], )"
+                 R"("limits": {"max_message_bytes": 1, )"
                  R"("max_run_id_bytes": 2, "max_active_runs": 3, "max_steps": 4, )"
-                 R"("max_interval_ms": 5, "max_json_depth": 6}, "defaults": {"steps": 7, )"
-                 R"("interval_ms": 0}}})");
+                 R"("max_interval_ms": 5, "max_json_depth": 6, "history_events": 1024, )"
+                 R"("history_bytes": 262144, "retention_ms": 600000, "max_runs_per_owner": )"
+                 R"(1024, "max_detached_runs": 10000, "max_detach_grace_ms": 3600000}, )"
+                 R"("defaults": {"steps": 7, "interval_ms": 0}}})");
   }
 }
 
 TEST_CASE("Builders append to the caller's buffer", "[protocol][events]") {
   std::string out = "previous\n";
   agentws::append_run_started(out, "T", "a", std::nullopt);
-  agentws::append_run_done(out, "T", "a");
+  agentws::append_run_done(out, "T", "a", 1);
   CHECK(out ==
         "previous\n"
-        R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "a"}})"
-        R"({"event_type": "run_done", "ts": "T", "payload": {"run_id": "a"}})");
+        R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "a", "seq": 0}})"
+        R"({"event_type": "run_done", "ts": "T", "payload": {"run_id": "a", "seq": 1}})");
 }
 
 TEST_CASE("event_writer writes fields in call order", "[protocol][events]") {
@@ -404,7 +412,8 @@ TEST_CASE("Every built event is valid JSON and reads back with parse_event",
     CHECK(document["ts"] == ts);
     const json& payload = document["payload"];
     CHECK(payload["message"] == "Connected");
-    CHECK(payload["protocol"] == 1);
+    CHECK(payload["protocol"] == 2);
+    CHECK(payload["features"] == json{"params", "request_id"});
     CHECK(payload["server"] == "agentws/0.1.0");
     CHECK(payload["limits"]["max_message_bytes"] == 1048576);
     CHECK(payload["limits"]["max_json_depth"] == 64);
@@ -421,7 +430,8 @@ TEST_CASE("Every built event is valid JSON and reads back with parse_event",
   SECTION("run_started") {
     agentws::append_run_started(out, ts, "run-001", "req-1");
     const json document = parsed_json(out);
-    CHECK(document["payload"] == json{{"run_id", "run-001"}, {"request_id", "req-1"}});
+    CHECK(document["payload"] ==
+          json{{"run_id", "run-001"}, {"seq", 0}, {"request_id", "req-1"}});
 
     const received_event event = parsed(out);
     CHECK(event.kind == event_kind::run_started);
@@ -430,10 +440,11 @@ TEST_CASE("Every built event is valid JSON and reads back with parse_event",
     CHECK(event.run_id == "run-001");
     CHECK(event.request_id == "req-1");
     CHECK(event.step == std::nullopt);
-    CHECK(event.payload_json == R"({"request_id":"req-1","run_id":"run-001"})");
+    CHECK(event.seq == std::optional<std::uint64_t>(0));
+    CHECK(event.payload_json == R"({"request_id":"req-1","run_id":"run-001","seq":0})");
   }
   SECTION("run_event") {
-    agentws::append_run_event(out, ts, "run-001", 3, "agent step 3");
+    agentws::append_run_event(out, ts, "run-001", 3, 4, "agent step 3");
     const json document = parsed_json(out);
     CHECK(document["payload"]["step"].is_number_unsigned());
 
@@ -441,19 +452,20 @@ TEST_CASE("Every built event is valid JSON and reads back with parse_event",
     CHECK(event.kind == event_kind::run_event);
     CHECK(event.run_id == "run-001");
     CHECK(event.step == std::optional<std::uint64_t>(3));
+    CHECK(event.seq == std::optional<std::uint64_t>(4));
     CHECK(event.text == "agent step 3");
     CHECK(event.failure.empty());
-    CHECK(event.payload_json == R"({"run_id":"run-001","step":3,"text":"agent step 3"})");
+    CHECK(event.payload_json == R"({"run_id":"run-001","seq":4,"step":3,"text":"agent step 3"})");
   }
   SECTION("run_done") {
-    agentws::append_run_done(out, ts, "run-001");
+    agentws::append_run_done(out, ts, "run-001", 5);
     const received_event event = parsed(out);
     CHECK(event.kind == event_kind::run_done);
     CHECK(event.run_id == "run-001");
     CHECK(event.failure.empty());
   }
   SECTION("run_done after a failure") {
-    agentws::append_run_done(out, ts, "run-001", "boom");
+    agentws::append_run_done(out, ts, "run-001", 5, "boom");
     const json document = parsed_json(out);
     CHECK(document["payload"]["ok"] == false);
     CHECK(document["payload"]["error"] == "boom");
@@ -463,7 +475,7 @@ TEST_CASE("Every built event is valid JSON and reads back with parse_event",
     CHECK(event.failure == "boom");
   }
   SECTION("run_cancelled") {
-    agentws::append_run_cancelled(out, ts, "run-002", agentws::cancel_reason::shutdown, "c-2");
+    agentws::append_run_cancelled(out, ts, "run-002", 3, agentws::cancel_reason::shutdown, "c-2");
     const received_event event = parsed(out);
     CHECK(event.kind == event_kind::run_cancelled);
     CHECK(event.run_id == "run-002");

@@ -18,7 +18,7 @@ TEST_CASE("connected is the first frame and announces the limits", "[loopback]")
   test_peer peer(server.port());
   json connected = peer.expect_event("connected");
   CHECK(connected["payload"]["message"] == "Connected");
-  CHECK(connected["payload"]["protocol"] == 1);
+  CHECK(connected["payload"]["protocol"] == 2);
   CHECK(connected["payload"]["limits"]["max_message_bytes"] == 1024 * 1024);
   CHECK(connected["payload"]["limits"]["max_active_runs"] == 256);
   CHECK(connected["payload"]["defaults"]["steps"] == 5);

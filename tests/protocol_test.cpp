@@ -84,6 +84,19 @@ std::string nested_arrays(std::size_t depth) {
 
 }  // namespace
 
+// The run_id of a parsed command ("" for list_runs, which names none).
+std::string run_id_of(const agentws::command& parsed) {
+  return std::visit(
+      [](const auto& c) -> std::string {
+        if constexpr (requires { c.run_id; }) {
+          return c.run_id;
+        } else {
+          return {};
+        }
+      },
+      parsed);
+}
+
 TEST_CASE("to_string gives the wire name of every error code", "[protocol][errors]") {
   CHECK(to_string(protocol_error_code::invalid_json) == "invalid_json");
   CHECK(to_string(protocol_error_code::invalid_command) == "invalid_command");
@@ -532,7 +545,7 @@ TEST_CASE("run_id length is limited in bytes", "[protocol][errors][run_id]") {
     for (int i = 0; i < 128; ++i)
       fits += "\xc3\xa9";  // é
     const agentws::command parsed = parse_ok(text_for(fits));
-    CHECK(std::visit([](const auto& c) { return c.run_id; }, parsed) == fits);
+    CHECK(run_id_of(parsed) == fits);
 
     const protocol_error error = parse_error(text_for(fits + "\xc3\xa9"));
     CHECK(error.code == protocol_error_code::invalid_run_id);
@@ -543,13 +556,12 @@ TEST_CASE("run_id length is limited in bytes", "[protocol][errors][run_id]") {
     for (int i = 0; i < 64; ++i)
       escaped += "\\u0041";
     const agentws::command parsed = parse_ok(text_for(escaped));
-    CHECK(std::visit([](const auto& c) { return c.run_id; }, parsed) == std::string(64, 'A'));
+    CHECK(run_id_of(parsed) == std::string(64, 'A'));
   }
   SECTION("the limit comes from the caller") {
     protocol_limits limits;
     limits.max_run_id_bytes = 8;
-    CHECK(std::visit([](const auto& c) { return c.run_id; },
-                     parse_ok(text_for("12345678"), limits)) == "12345678");
+    CHECK(run_id_of(parse_ok(text_for("12345678"), limits)) == "12345678");
     const protocol_error error = parse_error(text_for("123456789"), limits);
     CHECK(error.code == protocol_error_code::invalid_run_id);
     CHECK(error.message == "run_id is longer than 8 bytes");
@@ -866,7 +878,7 @@ TEST_CASE("run_params_override::apply_to takes each set field over the default",
 }
 
 TEST_CASE("Default limits are the documented ones", "[protocol][limits]") {
-  CHECK(agentws::protocol_version == 1);
+  CHECK(agentws::protocol_version == 2);
   CHECK(default_limits.max_message_bytes == 1024u * 1024u);
   CHECK(default_limits.max_run_id_bytes == 256);
   CHECK(default_limits.max_request_id_bytes == 256);

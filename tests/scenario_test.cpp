@@ -49,20 +49,20 @@ received_event started(std::string_view run_id, std::optional<std::string> reque
 
 received_event step(std::string_view run_id, std::uint64_t n) {
   std::string out;
-  agentws::append_run_event(out, ts, run_id, n, "agent step " + std::to_string(n));
+  agentws::append_run_event(out, ts, run_id, n, n + 1, "agent step " + std::to_string(n));
   return from_wire(out);
 }
 
 received_event done(std::string_view run_id, std::string_view failure = {}) {
   std::string out;
-  agentws::append_run_done(out, ts, run_id, failure);
+  agentws::append_run_done(out, ts, run_id, 1000, failure);
   return from_wire(out);
 }
 
 received_event cancelled(std::string_view run_id,
                          agentws::cancel_reason reason = agentws::cancel_reason::client) {
   std::string out;
-  agentws::append_run_cancelled(out, ts, run_id, reason, std::nullopt);
+  agentws::append_run_cancelled(out, ts, run_id, 1000, reason, std::nullopt);
   return from_wire(out);
 }
 

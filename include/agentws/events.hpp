@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agentws/protocol.hpp"
 
@@ -73,28 +74,59 @@ class event_writer {
 };
 
 // Why a run was cancelled (payload.reason).
-enum class cancel_reason { client, shutdown };
+enum class cancel_reason { client, shutdown, disconnect };
+std::string_view to_string(cancel_reason reason) noexcept;
+
+// Where a run is in its life (run_attached's and runs' "state").
+enum class run_state_name { running, done, cancelled };
+std::string_view to_string(run_state_name state) noexcept;
 
 struct server_identity {
   std::string name = "agentws";
   std::string version;
 };
 
-// The complete event builders of the protocol.
+// The session a connection belongs to (see docs/protocol.md, "resume").
+struct session_announcement {
+  std::string_view key;
+  bool resumed = false;
+};
+
+// The complete event builders of the protocol. Every run-scoped event
+// carries the run's `seq` (run_started is 0).
 void append_connected(std::string& out, std::string_view ts, const server_identity& server,
-                      const protocol_limits& limits, const run_params& defaults);
+                      const protocol_limits& limits, const run_params& defaults,
+                      const session_announcement& session = {});
 void append_run_started(std::string& out, std::string_view ts, std::string_view run_id,
                         const std::optional<std::string>& request_id);
 void append_run_event(std::string& out, std::string_view ts, std::string_view run_id,
-                      std::uint64_t step, std::string_view text);
+                      std::uint64_t step, std::uint64_t seq, std::string_view text);
 // `failure` set: the agent failed; still the run's one terminal event.
 void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
-                     std::string_view failure = {});
+                     std::uint64_t seq, std::string_view failure = {});
 // `last_step`: the last step this connection was sent (absent: none was).
 void append_run_cancelled(std::string& out, std::string_view ts, std::string_view run_id,
-                          cancel_reason reason, const std::optional<std::string>& request_id,
+                          std::uint64_t seq, cancel_reason reason,
+                          const std::optional<std::string>& request_id,
                           std::optional<std::uint64_t> last_step = std::nullopt);
 void append_error(std::string& out, std::string_view ts, const protocol_error& error);
+void append_run_attached(std::string& out, std::string_view ts, std::string_view run_id,
+                         run_state_name state, std::uint64_t last_seq,
+                         const std::optional<std::string>& request_id);
+void append_run_gap(std::string& out, std::string_view ts, std::string_view run_id,
+                    std::int64_t after_seq, std::uint64_t first_seq);
+void append_run_detached(std::string& out, std::string_view ts, std::string_view run_id,
+                         const std::optional<std::string>& request_id);
+// One entry of a `runs` answer.
+struct run_listing {
+  std::string run_id;
+  std::string agent;
+  run_state_name state = run_state_name::running;
+  std::uint64_t last_seq = 0;
+  bool attached = false;
+};
+void append_runs(std::string& out, std::string_view ts, const std::vector<run_listing>& runs,
+                 const std::optional<std::string>& request_id);
 
 // --- Reading events (client side) ---
 
@@ -105,6 +137,10 @@ enum class event_kind {
   run_done,
   run_cancelled,
   error,
+  run_attached,
+  run_gap,
+  run_detached,
+  runs,
   unknown
 };
 
@@ -119,6 +155,7 @@ struct received_event {
   std::string ts;
   std::string run_id;                 // payload.run_id, empty if absent
   std::optional<std::uint64_t> step;  // run_event
+  std::optional<std::uint64_t> seq;   // run-scoped events (version 2)
   std::string text;                   // run_event
   std::string message;                // error / connected
   std::string code;                   // error (extension)
@@ -126,6 +163,16 @@ struct received_event {
   std::string request_id;             // extension
   std::string failure;                // run_done with "ok": false (extension)
   std::string payload_json;           // the whole payload, compact JSON
+  // connected (version 2): the session to present on reconnecting, whether
+  // this connection resumed one, and the server's features.
+  std::string session;
+  bool resumed = false;
+  std::vector<std::string> features;
+  // run_attached: "running", "done" or "cancelled"; run_gap: the first seq
+  // the history still holds; run_attached's last_seq.
+  std::string state;
+  std::optional<std::uint64_t> first_seq;
+  std::optional<std::uint64_t> last_seq;
 };
 
 // Parses one event frame. nullopt if the text is not an event envelope.
@@ -135,5 +182,10 @@ std::optional<received_event> parse_event(std::string_view text);
 std::string make_start_run(std::string_view run_id, const run_params_override& params = {},
                            std::string_view request_id = {});
 std::string make_cancel_run(std::string_view run_id, std::string_view request_id = {});
+// `after_seq` -1: from the start.
+std::string make_attach_run(std::string_view run_id, std::int64_t after_seq = -1,
+                            std::string_view request_id = {});
+std::string make_detach_run(std::string_view run_id, std::string_view request_id = {});
+std::string make_list_runs(std::string_view request_id = {});
 
 }  // namespace agentws

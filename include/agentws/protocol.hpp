@@ -1,4 +1,5 @@
-// The agentws wire protocol, version 1: commands in, events out.
+// The agentws wire protocol: commands in, events out (version 1, and the
+// version 2 commands that make runs outlive their connection).
 //
 // Everything here is pure and deterministic (no sockets, no clocks, no Asio):
 // the server and the client feed it bytes and times and send what it returns.
@@ -13,7 +14,7 @@
 
 namespace agentws {
 
-inline constexpr int protocol_version = 1;
+inline constexpr int protocol_version = 2;
 
 // Bounds a server enforces on what peers send. Announced in `connected`.
 struct protocol_limits {
@@ -26,6 +27,19 @@ struct protocol_limits {
   // JSON nesting accepted in a command; deeper documents are refused before
   // parsing, so nothing recursive ever walks them.
   std::size_t max_json_depth = 64;
+  // How long a start_run may ask its run to wait for its owner after the
+  // connection closed (detach_grace_ms).
+  std::uint64_t max_detach_grace_ms = 3'600'000;
+  // Durable runs: each run's history holds its latest `history_events`
+  // events and at most `history_bytes` of them (the newest event always);
+  // a run is forgotten `retention_ms` after it ended. An owner has at most
+  // `max_runs_per_owner` runs going; the server at most `max_detached_runs`
+  // runs going that no connection follows.
+  std::size_t history_events = 1024;
+  std::size_t history_bytes = 256 * 1024;
+  std::uint64_t retention_ms = 600'000;
+  std::size_t max_runs_per_owner = 1024;
+  std::size_t max_detached_runs = 10'000;
 };
 
 // How the demo agent paces a run when the command carries no `params`.
@@ -47,9 +61,13 @@ enum class protocol_error_code {
   invalid_params,      // params of the wrong type or out of bounds
   too_many_runs,       // the connection's active-run limit is reached
   unsupported_frame,   // a binary frame
+  run_not_found,       // attach_run/detach_run for a run this owner does not have
+  already_attached,    // attach_run for a run this connection already follows
+  not_attached,        // detach_run for a run this connection does not follow
+  invalid_option,      // on_disconnect, detach_grace_ms or after_seq of the wrong type or range
 };
 
-inline constexpr std::size_t protocol_error_code_count = 11;
+inline constexpr std::size_t protocol_error_code_count = 15;
 
 // The code as sent on the wire, e.g. "run_not_active".
 std::string_view to_string(protocol_error_code code) noexcept;
@@ -74,10 +92,18 @@ struct run_params_override {
   }
 };
 
+// What happens to a run when the connections that follow it are gone.
+enum class disconnect_policy {
+  cancel,        // "cancel" (the default, version 1): cancelled after detach_grace_ms
+  keep_running,  // "continue": it runs on, attachable
+};
+
 struct start_run_command {
   std::string run_id;
   run_params_override params;
   std::optional<std::string> request_id;
+  disconnect_policy on_disconnect = disconnect_policy::cancel;
+  std::uint64_t detach_grace_ms = 0;
 };
 
 struct cancel_run_command {
@@ -85,7 +111,24 @@ struct cancel_run_command {
   std::optional<std::string> request_id;
 };
 
-using command = std::variant<start_run_command, cancel_run_command>;
+// Follow a run of this owner: its events after `after_seq` (-1: all), then live.
+struct attach_run_command {
+  std::string run_id;
+  std::int64_t after_seq = -1;
+  std::optional<std::string> request_id;
+};
+
+struct detach_run_command {
+  std::string run_id;
+  std::optional<std::string> request_id;
+};
+
+struct list_runs_command {
+  std::optional<std::string> request_id;
+};
+
+using command = std::variant<start_run_command, cancel_run_command, attach_run_command,
+                             detach_run_command, list_runs_command>;
 using parse_result = std::variant<command, protocol_error>;
 
 // Reads one text frame as a command. Never throws on peer input: every way
@@ -100,6 +143,14 @@ protocol_error run_already_active_error(std::string run_id, std::optional<std::s
 protocol_error run_not_active_error(std::string run_id, std::optional<std::string> request_id);
 protocol_error too_many_runs_error(std::string run_id, std::optional<std::string> request_id,
                                    std::size_t limit);
+// attach_run/detach_run of a run this owner does not have (another owner's
+// included: it gets exactly what an unknown id gets).
+protocol_error run_not_found_error(std::string run_id, std::optional<std::string> request_id);
+protocol_error already_attached_error(std::string run_id, std::optional<std::string> request_id);
+protocol_error not_attached_error(std::string run_id, std::optional<std::string> request_id);
+// A limit of the owner's or the server's runs (`what` says which).
+protocol_error run_limit_error(std::string run_id, std::optional<std::string> request_id,
+                               std::string message);
 
 // True when `text` nests arrays/objects deeper than `max_depth`. Linear,
 // iterative, tolerant of invalid JSON (it only counts brackets outside strings).

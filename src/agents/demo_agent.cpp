@@ -16,10 +16,15 @@ class demo_agent final : public agent {
     for (std::uint64_t step = 0; step < params.steps; ++step) {
       text.assign("agent step ");
       text.append(std::to_string(step));
-      if (!co_await context.emit(text)) co_return;
+      // GCC 12 miscompiles a co_await inside a condition: always name the result.
+      const bool sent = co_await context.emit(text);
+      if (!sent) co_return;
       // With no interval the stream runs as fast as the outbox drains; the
       // context yields on its own often enough to keep commands flowing.
-      if (interval.count() > 0 && !co_await context.sleep_for(interval)) co_return;
+      if (interval.count() > 0) {
+        const bool slept = co_await context.sleep_for(interval);
+        if (!slept) co_return;
+      }
     }
   }
 };

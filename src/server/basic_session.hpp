@@ -37,24 +37,11 @@
 #include "agentws/events.hpp"
 #include "common/coalescing_stream.hpp"
 #include "common/outbox.hpp"
+#include "server/server_run.hpp"
 #include "server/server_state.hpp"
 #include "server/session.hpp"
 
 namespace agentws::detail {
-
-// One active run: what cancel_run needs to stop it at once. Shared by the
-// registry and the run's coroutine, so the signal outlives the coroutine.
-struct run_state {
-  run_state(std::string id, run_params run_params, std::uint64_t run_serial)
-      : run_id(std::move(id)), params(run_params), serial(run_serial) {}
-  const std::string run_id;
-  const run_params params;
-  const std::uint64_t serial;  // tags its frames in the outbox (unique per connection)
-  boost::asio::cancellation_signal cancel_signal;
-  bool cancelled = false;
-  std::uint64_t next_step = 0;
-  unsigned emits_since_yield = 0;
-};
 
 // Cancels whose run_cancelled the writer handed to the coalescing layer:
 // when each cancel_run was read, and the flush that carries its answer. Kept
@@ -136,7 +123,7 @@ template <class Next>
 inline constexpr bool is_tls_transport<boost::beast::ssl_stream<Next>> = true;
 
 template <class Transport>
-class basic_session final : public session {
+class basic_session final : public home_follower, public session, public run_mailbox::reader {
  public:
   template <class... TransportArgs>
   explicit basic_session(std::shared_ptr<server_state> state, TransportArgs&&... transport_args);
@@ -148,8 +135,19 @@ class basic_session final : public session {
   void evict() override;
   void close_for_memory_budget() override;
 
+  // home_follower: the runs this connection started and follows.
+  boost::asio::awaitable<bool> wait_for_room(server_run& run) override;
+  boost::asio::awaitable<void> yield_to_commands(server_run& run) override;
+  void queue_run_event(std::uint64_t serial, std::string_view frame) override {
+    queue_event([&](std::string& out) { out.append(frame); }, frame_tag{serial, true});
+  }
+  void queue_run_done(server_run& run, std::uint64_t serial, std::string_view frame) override;
+  void queue_run_cancelled(server_run& run, std::uint64_t serial,
+                           const cancel_notice& notice) override;
+  // run_mailbox::reader: runs this connection follows from another strand.
+  void drain_mailboxes() override;
+
  private:
-  class run_handle;
   // Frames pass through a coalescing layer: many events, one syscall.
   using websocket_stream = boost::beast::websocket::stream<coalescing_stream<Transport>>;
   using lowest_layer_type = boost::beast::lowest_layer_type<Transport>;
@@ -166,8 +164,6 @@ class basic_session final : public session {
   void configure_websocket();
   boost::asio::awaitable<void> read_commands();
   boost::asio::awaitable<void> write_frames(std::shared_ptr<basic_session> self);
-  boost::asio::awaitable<void> run_agent(std::shared_ptr<basic_session> self,
-                                         std::shared_ptr<run_state> run);
 
   // Queue one frame built in place (see send_queue) and make sure a writer
   // is there to send it: an answer to a command goes ahead of run events.
@@ -185,21 +181,47 @@ class basic_session final : public session {
   // an idle connection has none (see write_frames).
   void start_writer();
 
-  void handle_command(parse_result result);
+  // Commands that need only this connection are handled here; the others
+  // (which may concern a run on another strand) are returned for
+  // handle_run_command.
+  std::optional<command> handle_command(parse_result result);
+  boost::asio::awaitable<void> handle_run_command(command parsed);
   void start_run(start_run_command command);
-  void cancel_run(cancel_run_command command);
-  void cancel_all_runs(std::optional<cancel_reason> announce);
+  boost::asio::awaitable<void> cancel_run(cancel_run_command command);
+  boost::asio::awaitable<void> attach_run(attach_run_command command);
+  boost::asio::awaitable<void> detach_run(detach_run_command command);
+  void list_runs(const list_runs_command& command);
+
+  // A run this connection follows: directly (it started the run, on this
+  // strand) or through a mailbox (a run of another strand).
+  struct followed_run {
+    std::shared_ptr<server_run> run;
+    std::uint64_t serial = 0;              // tags its frames in the outbox
+    std::shared_ptr<run_mailbox> mailbox;  // null: followed directly
+  };
+  // Moves what waits in `followed`'s mailbox into the outbox (all of it
+  // when `everything`, else while the outbox has room). False when it held
+  // the run's terminal event: the run is no longer followed.
+  bool drain_mailbox(const std::string& run_id, bool everything);
+  // The run `run_id` is no longer followed (its terminal event is queued).
+  void stop_following(const std::string& run_id, const server_run* run);
+  // The connection is going: the runs it follows lose a follower (which
+  // cancels those that end with their connection, version 1's rule).
+  void leave_all_runs();
+  // At shutdown: every run this connection follows is cancelled (the server
+  // cancelled those of other strands already: their terminal events are in
+  // their mailboxes).
+  void cancel_runs_for_shutdown();
   // Takes back the run's queued events and queues its run_cancelled, which
   // says the last step this connection was sent.
   // `taken_back`: its events already removed from the chunk behind the
   // write in flight (see take_back_waiting_chunk).
-  void announce_cancel(const run_state& run, cancel_reason reason,
-                       const std::optional<std::string>& request_id, std::size_t taken_back = 0);
+  void announce_cancel(const server_run& run, std::uint64_t serial, const cancel_notice& notice,
+                       std::size_t taken_back = 0);
   // At shutdown: removes the run events of `runs` (serial -> count, sorted
   // by serial) from the chunk waiting behind the write in flight, counting
   // them, so the terminal events and the close follow the write in flight.
   void take_back_waiting_chunk(std::vector<std::pair<std::uint64_t, std::size_t>>& runs);
-  void forget_run(const std::shared_ptr<run_state>& run);
   void send_error(const protocol_error& error);
   void begin_shutdown();
   void arm_send_watchdog();
@@ -212,9 +234,9 @@ class basic_session final : public session {
   void close_socket();
 
   // Waits until the outbox is below its bound and the memory budget grants
-  // the next frame. False if it closed meanwhile or `run` (when given) was
-  // cancelled.
-  boost::asio::awaitable<bool> wait_for_room(const run_state* run);
+  // the next frame. False if it closed meanwhile or `run` was cancelled.
+  boost::asio::awaitable<bool> wait_for_outbox_room(std::shared_ptr<basic_session> self,
+                                                    const server_run& run);
 
   // The process-wide memory budget (see memory_budget) counts the memory this
   // connection's output holds: the outbox's buffers and the framed bytes
@@ -243,8 +265,20 @@ class basic_session final : public session {
   websocket_stream ws_;
   boost::beast::flat_buffer read_buffer_;
   outbox outbox_;
-  std::unordered_map<std::string, std::shared_ptr<run_state>> runs_;
+  std::unordered_map<std::string, followed_run> runs_;
   std::uint64_t next_run_serial_ = 1;
+  // Mailboxes left with frames when the outbox was full: drained again as
+  // the writer makes room.
+  bool mailbox_frames_left_ = false;
+  // Who owns the runs this connection starts: the token's name, or the
+  // session ("session:<serial>"); and the session's key, announced in
+  // `connected`, never logged.
+  std::string owner_;
+  session_keys::opened session_;
+  // At shutdown, the events of this connection's runs taken back from the
+  // chunk behind the write in flight (serial -> count, sorted).
+  bool shutdown_take_back_done_ = false;
+  std::vector<std::pair<std::uint64_t, std::size_t>> shutdown_taken_back_;
   // Runs that ended by themselves while their run_done may still be queued:
   // a new run of the same id must not be announced ahead of it. An entry is
   // stale once the queue's generation passed `generation` + 1.
@@ -256,7 +290,7 @@ class basic_session final : public session {
   // Where frames of the previous run of `run_id` may still be queued: the
   // run a new run's run_started must wait behind (0: none).
   std::uint64_t queued_predecessor(const std::string& run_id);
-  void remember_finished(const run_state& run);
+  void remember_finished(const std::string& run_id, std::uint64_t serial);
   timestamp_formatter clock_;
   std::string now_;
   std::uint64_t id_ = 0;

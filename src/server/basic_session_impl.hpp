@@ -29,10 +29,7 @@ namespace session_detail {
 
 inline constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 
-// A run streaming without pauses yields to the strand this often, so the
-// reader still sees cancel_run promptly while the outbox has room.
-inline constexpr unsigned emits_between_yields = 64;
-// A run that lets commands received go first (see run_handle::yield) emits
+// A run that lets commands received go first (see yield_to_commands) emits
 // again once the reader stayed idle for this many trips through the strand,
 // or after this many trips in which bytes on the socket made no command.
 inline constexpr unsigned idle_trips_before_emitting = 3;
@@ -56,7 +53,6 @@ inline std::string server_header(const server_config& config) {
 
 }  // namespace session_detail
 
-using session_detail::emits_between_yields;
 using session_detail::idle_trips_before_emitting;
 using session_detail::is_expected_end;
 using session_detail::kept_read_buffer_bytes;
@@ -64,93 +60,53 @@ using session_detail::nothrow;
 using session_detail::server_header;
 using session_detail::trips_before_emitting_anyway;
 
-// The run_context an agent sees: emits go through the session's outbox.
+// Lets the rest of the strand run. A command the peer already sent must
+// act before this run's next slice, but its read takes a few trips through
+// the strand (a frame already in Beast's buffer completes through a post,
+// bytes still on the socket through the reactor first), each queued behind
+// a plain post: the run got a slice per trip. So while the reader took a
+// command since a run last saw it idle, or bytes wait on the socket, the
+// run yields without emitting, trip after trip: on while the reader takes
+// commands (a burst of them acts before the runs go on), until the reader
+// stays idle for a few trips with nothing on the socket (what came is
+// handled; its next read waits for the network, a partial frame too) or
+// bytes on the socket make no command for a while.
 template <class Transport>
-class basic_session<Transport>::run_handle final : public run_context {
- public:
-  run_handle(basic_session& owner, std::shared_ptr<run_state> run)
-      : session_(owner), run_(std::move(run)) {}
-
-  const std::string& run_id() const noexcept override { return run_->run_id; }
-  const run_params& params() const noexcept override { return run_->params; }
-  bool cancelled() const noexcept override { return run_->cancelled; }
-
-  asio::awaitable<bool> emit(std::string_view text) override {
-    if (run_->cancelled) co_return false;
-    if (++run_->emits_since_yield >= emits_between_yields) {
-      run_->emits_since_yield = 0;
-      co_await yield();
-      if (run_->cancelled) co_return false;
-    }
-    if (!co_await session_.wait_for_room(run_.get())) co_return false;
-    const std::uint64_t step = run_->next_step++;
-    session_.queue_event(
-        [&](std::string& out) { append_run_event(out, session_.now(), run_->run_id, step, text); },
-        frame_tag{run_->serial, true});
-    co_return true;
+asio::awaitable<void> basic_session<Transport>::yield_to_commands(server_run& run) {
+  const auto self = shared_self();  // the run may outlive this connection
+  const auto executor = ws_.get_executor();
+  if (!command_pending()) {
+    co_await asio::post(executor, asio::use_awaitable);
+    co_return;
   }
-
-  asio::awaitable<bool> sleep_for(std::chrono::milliseconds duration) override {
-    if (run_->cancelled) co_return false;
-    if (duration.count() <= 0) {
-      co_await asio::post(session_.ws_.get_executor(), asio::use_awaitable);
-    } else {
-      asio::steady_timer timer(session_.ws_.get_executor(), duration);
-      co_await timer.async_wait(nothrow);
-    }
-    co_return !run_->cancelled;
-  }
-
- private:
-  // Lets the rest of the strand run. A command the peer already sent must
-  // act before this run's next slice, but its read takes a few trips through
-  // the strand (a frame already in Beast's buffer completes through a post,
-  // bytes still on the socket through the reactor first), each queued behind
-  // a plain post: the run got a slice per trip. So while the reader took a
-  // command since a run last saw it idle, or bytes wait on the socket, the
-  // run yields without emitting, trip after trip: on while the reader takes
-  // commands (a burst of them acts before the runs go on), until the reader
-  // stays idle for a few trips with nothing on the socket (what came is
-  // handled; its next read waits for the network, a partial frame too) or
-  // bytes on the socket make no command for a while.
-  asio::awaitable<void> yield() {
-    const auto executor = session_.ws_.get_executor();
-    if (!session_.command_pending()) {
+  unsigned idle = 0;
+  unsigned no_command = 0;
+  for (;;) {
+    if (outbox_.closed()) co_return;
+    const std::uint64_t commands = commands_read_;
+    if (outbox_.has_answer_room()) {
       co_await asio::post(executor, asio::use_awaitable);
-      co_return;
+    } else {
+      // The reader waits for answer room: so does the run, without
+      // spinning. No deadlock: the writer that makes the room never
+      // waits for runs.
+      co_await outbox_.wait_for_progress();
     }
-    unsigned idle = 0;
-    unsigned no_command = 0;
-    for (;;) {
-      if (session_.outbox_.closed()) co_return;
-      const std::uint64_t commands = session_.commands_read_;
-      if (session_.outbox_.has_answer_room()) {
-        co_await asio::post(executor, asio::use_awaitable);
-      } else {
-        // The reader waits for answer room: so does the run, without
-        // spinning. No deadlock: the writer that makes the room never
-        // waits for runs.
-        co_await session_.outbox_.wait_for_progress();
-      }
-      if (run_->cancelled) co_return;
-      if (session_.commands_read_ != commands) {
-        idle = no_command = 0;
-        continue;
-      }
-      session_.commands_settled_ = commands;
-      if (!session_.command_pending()) {
-        if (++idle >= idle_trips_before_emitting) co_return;
-      } else if (++no_command >= trips_before_emitting_anyway) {
-        co_return;
-      } else {
-        idle = 0;
-      }
+    if (run.cancelled()) co_return;
+    if (commands_read_ != commands) {
+      idle = no_command = 0;
+      continue;
+    }
+    commands_settled_ = commands;
+    if (!command_pending()) {
+      if (++idle >= idle_trips_before_emitting) co_return;
+    } else if (++no_command >= trips_before_emitting_anyway) {
+      co_return;
+    } else {
+      idle = 0;
     }
   }
-
-  basic_session& session_;
-  std::shared_ptr<run_state> run_;
-};
+}
 
 template <class Transport>
 template <class... TransportArgs>
@@ -244,15 +200,18 @@ asio::awaitable<void> basic_session<Transport>::serve(
   // keep-alive connection cannot live on by sending a request now and then.
   lowest::expires_after(beast::get_lowest_layer(ws_), state_->config.handshake_timeout);
   if constexpr (is_tls_transport<Transport>) {
-    if (!co_await tls_handshake()) co_return;
+    const bool secured = co_await tls_handshake();
+    if (!secured) co_return;
   }
-  if (!co_await serve_http()) co_return;
+  const bool upgraded = co_await serve_http();
+  if (!upgraded) co_return;
 
   const std::string peer = lowest::peer_address(beast::get_lowest_layer(ws_));
   spdlog::info("conn {}: websocket open from {}", id_, peer);
   queue_answer([&](std::string& out) {
     append_connected(out, now(), state_->config.identity, state_->config.limits,
-                     state_->config.default_params);
+                     state_->config.default_params,
+                     session_announcement{session_.key, session_.resumed});
   });
   if (state_->stopping()) begin_shutdown();
   quiet_since_ = std::chrono::steady_clock::now();
@@ -261,8 +220,9 @@ asio::awaitable<void> basic_session<Transport>::serve(
   co_await read_commands();
 
   // The peer is gone or the close handshake is done: nothing more reaches it.
-  cancel_all_runs(std::nullopt);
+  leave_all_runs();
   outbox_.close();
+  state_->sessions.close(session_.serial, std::chrono::steady_clock::now());
   send_watchdog_.cancel();   // its wait holds the session alive
   liveness_timer_.cancel();  // so does this one
   spdlog::info("conn {}: websocket closed ({})", id_, peer);
@@ -363,6 +323,11 @@ asio::awaitable<bool> basic_session<Transport>::serve_http() {
         close_socket();
         co_return false;
       }
+      // Who owns the runs of this connection: the session it presents (or a
+      // new one); with tokens, the token's holder, whatever the session.
+      session_ = state_->sessions.open(query_parameter(request.target(), "session"));
+      owner_ = state_->access.tokens.empty() ? session_keys::owner_of(session_.serial)
+                                             : "token:" + token_owner(request, state_->access);
       // Bytes read past the request would be taken as the start of a frame;
       // a client must wait for the 101 anyway (RFC 6455 4.1), so drop them.
       read_buffer_.consume(read_buffer_.size());
@@ -407,9 +372,20 @@ void basic_session<Transport>::configure_websocket() {
 }
 
 template <class Transport>
-asio::awaitable<bool> basic_session<Transport>::wait_for_room(const run_state* run) {
+asio::awaitable<bool> basic_session<Transport>::wait_for_room(server_run& run) {
+  // Cheap when there is room: no coroutine of its own then.
+  if (!outbox_.closed() && !run.cancelled() && outbox_.has_room() && reserve_output()) {
+    co_return true;
+  }
+  const bool room = co_await wait_for_outbox_room(shared_self(), run);
+  co_return room;
+}
+
+template <class Transport>
+asio::awaitable<bool> basic_session<Transport>::wait_for_outbox_room(
+    [[maybe_unused]] std::shared_ptr<basic_session> self, const server_run& run) {
   for (;;) {
-    if (outbox_.closed() || (run && run->cancelled)) co_return false;
+    if (outbox_.closed() || run.cancelled()) co_return false;
     if (!outbox_.has_room()) {
       state_->counters.outbox_waits.fetch_add(1, std::memory_order_relaxed);
     } else if (reserve_output()) {
@@ -522,19 +498,23 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
       co_return;
     }
     ++frames_received_;
-    ++commands_read_;  // runs let the reader go first (run_handle::yield)
+    ++commands_read_;  // runs let the reader go first (yield_to_commands)
     command_read_at_ = std::chrono::steady_clock::now();
     if (!closing_) {
       if (ws_.got_text()) {
         const auto data = read_buffer_.cdata();
         const std::string_view text(static_cast<const char*>(data.data()), data.size());
         if (text.size() < offload_parse_bytes) {
-          handle_command(parse_command(text, state_->config.limits));
+          if (auto rest = handle_command(parse_command(text, state_->config.limits))) {
+            co_await handle_run_command(std::move(*rest));
+          }
         } else if (auto parsed = co_await state_->parse_pool.parse(text, state_->config.limits);
                    parsed && !closing_) {
           // Parsed on the pool while this thread served other connections
           // (see command_parsing.hpp); nothing was read meanwhile.
-          handle_command(std::move(*parsed));
+          if (auto rest = handle_command(std::move(*parsed))) {
+            co_await handle_run_command(std::move(*rest));
+          }
         }
       } else {
         send_error(binary_frame_error());
@@ -630,6 +610,8 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     }
     counters.frames_sent.fetch_add(taken.frames, std::memory_order_relaxed);
     counters.bytes_sent.fetch_add(taken.bytes, std::memory_order_relaxed);
+    // Runs of other strands wait in their mailboxes while the outbox is full.
+    if (mailbox_frames_left_) drain_mailboxes();
     // One chunk may wait behind the write in flight, no more: the next is
     // taken when that one goes out, so answers queued meanwhile go first.
     if (layer.pending_bytes() > 0) {
@@ -656,7 +638,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     // The peer is gone: its runs end here, counted as cancelled by the
     // disconnect (they will never send a terminal event), and their timers
     // stop at once instead of when the reader notices.
-    cancel_all_runs(std::nullopt);
+    leave_all_runs();
     outbox_.close();
     close_socket();
     co_return;
@@ -714,7 +696,7 @@ void basic_session<Transport>::close_slow_consumer(close_cause cause) {
   // gets every event it was sent, then 1008, and knows where its stream ended.
   closing_ = true;
   slow_close_started_ = true;
-  cancel_all_runs(std::nullopt);
+  leave_all_runs();
   outbox_.close();
   // The queued frames will never be sent (the writer stops at the close):
   // their memory, and their share of the budget, go back now.
@@ -793,7 +775,7 @@ void basic_session<Transport>::check_liveness() {
                  std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count());
     state_->counters.count_close(close_cause::idle);
     closing_ = true;
-    cancel_all_runs(std::nullopt);
+    leave_all_runs();
     outbox_.close();
     close_socket();
     return;
@@ -817,21 +799,32 @@ void basic_session<Transport>::note_handshake_deadline() {
 }
 
 template <class Transport>
-void basic_session<Transport>::handle_command(parse_result result) {
+std::optional<command> basic_session<Transport>::handle_command(parse_result result) {
   if (auto* error = std::get_if<protocol_error>(&result)) {
     send_error(*error);
-    return;
+    return std::nullopt;
   }
-  std::visit(
-      [this](auto&& command) {
-        using command_type = std::decay_t<decltype(command)>;
-        if constexpr (std::is_same_v<command_type, start_run_command>) {
-          start_run(std::move(command));
-        } else {
-          cancel_run(std::move(command));
-        }
-      },
-      std::get<command>(std::move(result)));
+  command parsed = std::get<command>(std::move(result));
+  if (auto* start = std::get_if<start_run_command>(&parsed)) {
+    start_run(std::move(*start));
+    return std::nullopt;
+  }
+  if (auto* list = std::get_if<list_runs_command>(&parsed)) {
+    list_runs(*list);
+    return std::nullopt;
+  }
+  return parsed;  // may need the strand of another connection's run
+}
+
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::handle_run_command(command parsed) {
+  if (auto* cancel = std::get_if<cancel_run_command>(&parsed)) {
+    co_await cancel_run(std::move(*cancel));
+  } else if (auto* attach = std::get_if<attach_run_command>(&parsed)) {
+    co_await attach_run(std::move(*attach));
+  } else if (auto* detach = std::get_if<detach_run_command>(&parsed)) {
+    co_await detach_run(std::move(*detach));
+  }
 }
 
 template <class Transport>
@@ -854,22 +847,42 @@ void basic_session<Transport>::start_run(start_run_command command) {
                                    limits.max_active_runs));
     return;
   }
-  auto run = std::make_shared<run_state>(
-      command.run_id, command.params.apply_to(state_->config.default_params), next_run_serial_++);
-  runs_.emplace(run->run_id, run);
+  auto run = std::make_shared<server_run>(
+      server_run::settings{owner_, command.run_id, state_->config.agent_logic ? "default" : "demo",
+                           command.params.apply_to(state_->config.default_params),
+                           command.on_disconnect,
+                           std::chrono::milliseconds(command.detach_grace_ms),
+                           history_limits{limits.history_events, limits.history_bytes}},
+      ws_.get_executor());
+  switch (state_->registry->start(owner_, run->run_id(), run)) {
+    case start_verdict::started:
+      break;
+    case start_verdict::already_active:
+      // Another connection of this owner has it going.
+      send_error(
+          run_already_active_error(std::move(command.run_id), std::move(command.request_id)));
+      return;
+    case start_verdict::owner_limit:
+      send_error(run_limit_error(std::move(command.run_id), std::move(command.request_id),
+                                 "Too many runs going for this owner (limit " +
+                                     std::to_string(limits.max_runs_per_owner) + ")"));
+      return;
+  }
+  const std::uint64_t serial = next_run_serial_++;
+  runs_.emplace(run->run_id(), followed_run{run, serial, nullptr});
   state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);
+  const std::string_view started = run->begin(*this, serial, command.request_id);
   // Ahead of other runs' events, but behind what the previous run of this id
   // still has queued (its run_done, say).
-  queue_answer(
-      [&](std::string& out) { append_run_started(out, now(), run->run_id, command.request_id); },
-      queued_predecessor(run->run_id), frame_tag{run->serial, false});
-  spdlog::debug("conn {}: run {} started", id_, printable(run->run_id));
+  queue_answer([&](std::string& out) { out.append(started); }, queued_predecessor(run->run_id()),
+               frame_tag{serial, false});
+  spdlog::debug("conn {}: run {} started", id_, printable(run->run_id()));
 
   asio::co_spawn(
-      ws_.get_executor(), run_agent(shared_self(), run),
+      ws_.get_executor(), server_run::execute(run, state_),
       asio::bind_cancellation_slot(
-          run->cancel_signal.slot(),
-          [run, log = log_failure(fmt::format("conn {}: run {}", id_, printable(run->run_id)),
+          run->cancel_slot(),
+          [run, log = log_failure(fmt::format("conn {}: run {}", id_, printable(run->run_id())),
                                   {.ignore_aborted = true})](std::exception_ptr failure) {
             // `run` is captured so its signal outlives the coroutine.
             log(failure);
@@ -877,86 +890,264 @@ void basic_session<Transport>::start_run(start_run_command command) {
 }
 
 template <class Transport>
-asio::awaitable<void> basic_session<Transport>::run_agent(
-    [[maybe_unused]] std::shared_ptr<basic_session> self, std::shared_ptr<run_state> run) {
-  run_handle handle(*this, run);
-  std::string failure;
-  try {
-    co_await state_->agent().run(handle);
-  } catch (const std::exception& e) {
-    if (!run->cancelled) failure = e.what()[0] ? e.what() : "agent failed";
-  } catch (...) {
-    if (!run->cancelled) failure = "agent failed with an unknown exception";
-  }
-  if (!failure.empty()) {
-    spdlog::warn("conn {}: run {} failed: {}", id_, printable(run->run_id), printable(failure));
-  }
-  // A cancelled run is already answered; not awaiting anything then also
-  // spares an exception (a cancelled coroutine throws at its next co_await).
-  if (!run->cancelled && co_await wait_for_room(run.get())) {
-    queue_event([&](std::string& out) { append_run_done(out, now(), run->run_id, failure); },
-                frame_tag{run->serial, false});
-    remember_finished(*run);
-    state_->counters.runs_done.fetch_add(1, std::memory_order_relaxed);
-    spdlog::debug("conn {}: run {} done", id_, printable(run->run_id));
-  }
-  forget_run(run);
-}
-
-template <class Transport>
-void basic_session<Transport>::forget_run(const std::shared_ptr<run_state>& run) {
-  // A cancelled run's id may already belong to a newer run: erase only our own.
-  auto it = runs_.find(run->run_id);
-  if (it != runs_.end() && it->second == run) runs_.erase(it);
-}
-
-template <class Transport>
-void basic_session<Transport>::cancel_run(cancel_run_command command) {
-  auto it = runs_.find(command.run_id);
-  if (it == runs_.end()) {
+asio::awaitable<void> basic_session<Transport>::cancel_run(cancel_run_command command) {
+  const auto followed = runs_.find(command.run_id);
+  const std::shared_ptr<server_run> run = followed != runs_.end()
+                                              ? followed->second.run
+                                              : state_->registry->find(owner_, command.run_id);
+  const bool direct = followed != runs_.end() && !followed->second.mailbox;
+  // The registry decides who ends a run (a cancel from another connection,
+  // the run finishing): exactly one of them answers.
+  if (!run || !state_->registry->end(owner_, command.run_id, run.get(), run_state_name::cancelled,
+                                     std::chrono::steady_clock::now())) {
     send_error(run_not_active_error(std::move(command.run_id), std::move(command.request_id)));
-    return;
+    co_return;
   }
-  std::shared_ptr<run_state> run = std::move(it->second);
-  runs_.erase(it);
-  // Everything below happens before the next command is read: a start_run of
-  // the same id right after this one starts a fresh run.
-  run->cancelled = true;
-  state_->counters.runs_cancelled_client.fetch_add(1, std::memory_order_relaxed);
-  // The answer is queued before the run is woken to unwind, so the writer
-  // (woken first) sends it without waiting for the run's coroutine.
-  announce_cancel(*run, cancel_reason::client, command.request_id);
-  cancels_in_outbox_.push_back(command_read_at_);
-  run->cancel_signal.emit(asio::cancellation_type::terminal);
-  spdlog::debug("conn {}: run {} cancelled by client", id_, printable(run->run_id));
+  if (direct) {
+    // Everything below happens before the next command is read: a start_run
+    // of the same id right after this one starts a fresh run. The answer is
+    // queued (queue_run_cancelled) before the run is woken to unwind.
+    run->cancel(cancel_reason::client, command.request_id, *state_);
+    cancels_in_outbox_.push_back(command_read_at_);
+    spdlog::debug("conn {}: run {} cancelled by client", id_, printable(command.run_id));
+    co_return;
+  }
+  // The run lives on another connection's strand: it is cancelled there,
+  // and the reader waits for that, so the cancel is still done before the
+  // next command is read.
+  std::string frame = co_await asio::co_spawn(
+      run->home(),
+      [](std::shared_ptr<server_run> target, std::optional<std::string> request_id,
+         std::shared_ptr<server_state> state) -> asio::awaitable<std::string> {
+        co_return target->cancel(cancel_reason::client, request_id, *state);
+      }(run, command.request_id, state_),
+      asio::use_awaitable);
+  spdlog::debug("conn {}: run {} of another connection cancelled by client", id_,
+                printable(command.run_id));
+  const auto still = runs_.find(command.run_id);
+  if (still != runs_.end() && still->second.run == run) {
+    drain_mailbox(command.run_id, true);  // its events, then the run_cancelled
+  } else {
+    queue_answer([&](std::string& out) { out.append(frame); });
+    cancels_in_outbox_.push_back(command_read_at_);
+  }
 }
 
 template <class Transport>
-void basic_session<Transport>::cancel_all_runs(std::optional<cancel_reason> announce) {
-  auto& counter = announce ? state_->counters.runs_cancelled_shutdown
-                           : state_->counters.runs_cancelled_disconnect;
-  // An announced stop (shutdown) wants the terminal events and the close to
-  // reach the client within the grace: every event of these runs that has
-  // not reached the socket goes, the chunk behind the write in flight too.
-  std::vector<std::pair<std::uint64_t, std::size_t>> taken_back;
-  if (announce && !runs_.empty()) {
-    taken_back.reserve(runs_.size());
-    for (const auto& [run_id, run] : runs_)
-      taken_back.emplace_back(run->serial, 0);
-    std::sort(taken_back.begin(), taken_back.end());
-    take_back_waiting_chunk(taken_back);
+asio::awaitable<void> basic_session<Transport>::attach_run(attach_run_command command) {
+  if (runs_.contains(command.run_id)) {
+    send_error(already_attached_error(std::move(command.run_id), std::move(command.request_id)));
+    co_return;
   }
-  for (auto& [run_id, run] : runs_) {
-    run->cancelled = true;
-    run->cancel_signal.emit(asio::cancellation_type::terminal);
-    counter.fetch_add(1, std::memory_order_relaxed);
-    if (announce) {
-      const auto it = std::lower_bound(taken_back.begin(), taken_back.end(),
-                                       std::pair<std::uint64_t, std::size_t>(run->serial, 0));
-      announce_cancel(*run, *announce, std::nullopt, it->second);
+  const std::shared_ptr<server_run> run = state_->registry->find(owner_, command.run_id);
+  if (!run) {
+    send_error(run_not_found_error(std::move(command.run_id), std::move(command.request_id)));
+    co_return;
+  }
+  const protocol_limits& limits = state_->config.limits;
+  if (runs_.size() >= limits.max_active_runs) {
+    send_error(too_many_runs_error(std::move(command.run_id), std::move(command.request_id),
+                                   limits.max_active_runs));
+    co_return;
+  }
+  const std::uint64_t serial = next_run_serial_++;
+  auto mailbox = std::make_shared<run_mailbox>(
+      ws_.get_executor(), std::weak_ptr<run_mailbox::reader>(shared_self()),
+      state_->config.outbox_bytes);
+  runs_.emplace(command.run_id, followed_run{run, serial, mailbox});
+  const bool following = co_await asio::co_spawn(
+      run->home(),
+      [](std::shared_ptr<server_run> target, std::shared_ptr<run_mailbox> box,
+         std::int64_t after_seq, std::optional<std::string> request_id,
+         std::shared_ptr<server_state> state) -> asio::awaitable<bool> {
+        co_return target->attach(box, after_seq, request_id, *state);
+      }(run, mailbox, command.after_seq, command.request_id, state_),
+      asio::use_awaitable);
+  // run_attached, run_gap, the replay: as much as the outbox takes now, the
+  // rest as the writer makes room.
+  drain_mailbox(command.run_id, false);
+  const auto still = runs_.find(command.run_id);
+  if (!following && still != runs_.end() && still->second.run == run && mailbox->empty()) {
+    // It had ended and the client had seen its end: nothing more comes.
+    remember_finished(command.run_id, serial);
+    runs_.erase(still);
+  }
+}
+
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::detach_run(detach_run_command command) {
+  const auto it = runs_.find(command.run_id);
+  if (it == runs_.end()) {
+    if (state_->registry->find(owner_, command.run_id)) {
+      send_error(not_attached_error(std::move(command.run_id), std::move(command.request_id)));
+    } else {
+      send_error(run_not_found_error(std::move(command.run_id), std::move(command.request_id)));
+    }
+    co_return;
+  }
+  const followed_run followed = it->second;
+  bool detached = true;
+  if (!followed.mailbox) {
+    detached = followed.run->remove_home(false, *state_);
+  } else {
+    detached = co_await asio::co_spawn(
+        followed.run->home(),
+        [](std::shared_ptr<server_run> target, std::shared_ptr<run_mailbox> box,
+           std::shared_ptr<server_state> state) -> asio::awaitable<bool> {
+          co_return target->remove_mailbox(box.get(), false, *state);
+        }(followed.run, followed.mailbox, state_),
+        asio::use_awaitable);
+  }
+  if (!detached) {
+    send_error(run_limit_error(std::move(command.run_id), std::move(command.request_id),
+                               "Too many detached runs on this server (limit " +
+                                   std::to_string(state_->config.limits.max_detached_runs) +
+                                   ")"));
+    co_return;
+  }
+  // Frames still in the mailbox were not sent: they stay in the run's
+  // history for a later attach.
+  if (followed.mailbox) followed.mailbox->close();
+  stop_following(command.run_id, followed.run.get());
+  remember_finished(command.run_id, followed.serial);
+  queue_answer(
+      [&](std::string& out) {
+        append_run_detached(out, now(), command.run_id, command.request_id);
+      },
+      followed.serial);
+}
+
+template <class Transport>
+void basic_session<Transport>::list_runs(const list_runs_command& command) {
+  std::vector<run_listing> listing;
+  for (registry_entry& entry : state_->registry->list(owner_)) {
+    const auto followed = runs_.find(entry.run_id);
+    const bool attached = followed != runs_.end() && followed->second.run == entry.run;
+    listing.push_back(run_listing{std::move(entry.run_id),
+                                  entry.run ? entry.run->agent_name() : std::string(),
+                                  entry.state, entry.run ? entry.run->last_seq() : 0, attached});
+  }
+  queue_answer([&](std::string& out) { append_runs(out, now(), listing, command.request_id); });
+}
+
+template <class Transport>
+void basic_session<Transport>::queue_run_done(server_run& run, std::uint64_t serial,
+                                              std::string_view frame) {
+  queue_event([&](std::string& out) { out.append(frame); }, frame_tag{serial, false});
+  remember_finished(run.run_id(), serial);
+  stop_following(run.run_id(), &run);
+  spdlog::debug("conn {}: run {} done", id_, printable(run.run_id()));
+}
+
+template <class Transport>
+void basic_session<Transport>::queue_run_cancelled(server_run& run, std::uint64_t serial,
+                                                   const cancel_notice& notice) {
+  std::size_t taken_back = 0;
+  if (notice.reason == cancel_reason::shutdown) {
+    // An announced stop wants the terminal events and the close to reach the
+    // client within the grace: every event of this connection's runs that
+    // has not reached the socket goes, the chunk behind the write in flight
+    // too. The server cancels the runs one by one: take back for all of them
+    // at the first.
+    if (!shutdown_take_back_done_) {
+      shutdown_take_back_done_ = true;
+      for (const auto& [run_id, followed] : runs_) {
+        if (!followed.mailbox) shutdown_taken_back_.emplace_back(followed.serial, 0);
+      }
+      std::sort(shutdown_taken_back_.begin(), shutdown_taken_back_.end());
+      take_back_waiting_chunk(shutdown_taken_back_);
+    }
+    const auto it =
+        std::lower_bound(shutdown_taken_back_.begin(), shutdown_taken_back_.end(),
+                         std::pair<std::uint64_t, std::size_t>(serial, 0));
+    if (it != shutdown_taken_back_.end() && it->first == serial) taken_back = it->second;
+  }
+  announce_cancel(run, serial, notice, taken_back);
+  stop_following(run.run_id(), &run);
+}
+
+template <class Transport>
+void basic_session<Transport>::drain_mailboxes() {
+  mailbox_frames_left_ = false;
+  // Draining may end a follow (and erase its entry): collect first.
+  std::vector<std::string> followed_by_mailbox;
+  for (const auto& [run_id, followed] : runs_) {
+    if (followed.mailbox) followed_by_mailbox.push_back(run_id);
+  }
+  for (const std::string& run_id : followed_by_mailbox)
+    drain_mailbox(run_id, false);
+}
+
+template <class Transport>
+bool basic_session<Transport>::drain_mailbox(const std::string& run_id, bool everything) {
+  const auto it = runs_.find(run_id);
+  if (it == runs_.end() || !it->second.mailbox) return true;
+  const followed_run followed = it->second;
+  bool ended = false;
+  const bool left = followed.mailbox->drain(
+      [this] { return outbox_.has_room() && reserve_output(); },
+      [&](std::string_view frame, run_mailbox::kind what) {
+        const frame_tag tag{followed.serial, false};
+        if (what == run_mailbox::kind::answer) {
+          queue_answer([&](std::string& out) { out.append(frame); }, followed.serial, tag);
+        } else {
+          queue_event([&](std::string& out) { out.append(frame); }, tag);
+          ended = ended || what == run_mailbox::kind::terminal;
+        }
+      },
+      everything);
+  if (left) mailbox_frames_left_ = true;
+  if (!ended) return true;
+  followed.mailbox->close();
+  remember_finished(run_id, followed.serial);
+  stop_following(run_id, followed.run.get());
+  return false;
+}
+
+template <class Transport>
+void basic_session<Transport>::stop_following(const std::string& run_id, const server_run* run) {
+  // A run's id may already belong to a newer run: erase only our own.
+  const auto it = runs_.find(run_id);
+  if (it != runs_.end() && it->second.run.get() == run) runs_.erase(it);
+}
+
+template <class Transport>
+void basic_session<Transport>::leave_all_runs() {
+  auto followed_runs = std::move(runs_);
+  runs_.clear();
+  for (auto& [run_id, followed] : followed_runs) {
+    if (!followed.mailbox) {
+      // Same strand: at once. A run that ends with its connection (version
+      // 1's rule) is cancelled here, with nobody left to tell.
+      followed.run->remove_home(true, *state_);
+    } else {
+      followed.mailbox->close();
+      asio::post(followed.run->home(),
+                 [run = followed.run, mailbox = followed.mailbox, state = state_] {
+                   run->remove_mailbox(mailbox.get(), true, *state);
+                 });
     }
   }
-  runs_.clear();
+}
+
+template <class Transport>
+void basic_session<Transport>::cancel_runs_for_shutdown() {
+  // The server cancelled every run before telling connections to close, so
+  // the runs of other strands have their run_cancelled in the mailboxes; the
+  // ones of this strand were cancelled here (queue_run_cancelled), unless
+  // they started since.
+  std::vector<std::shared_ptr<server_run>> direct;
+  for (const auto& [run_id, followed] : runs_) {
+    if (!followed.mailbox) direct.push_back(followed.run);
+  }
+  for (const auto& run : direct)
+    run->cancel_for_shutdown(*state_);
+  std::vector<std::string> followed_by_mailbox;
+  for (const auto& [run_id, followed] : runs_) {
+    if (followed.mailbox) followed_by_mailbox.push_back(run_id);
+  }
+  for (const std::string& run_id : followed_by_mailbox)
+    drain_mailbox(run_id, true);
 }
 
 template <class Transport>
@@ -1002,21 +1193,24 @@ void basic_session<Transport>::take_back_waiting_chunk(
 }
 
 template <class Transport>
-void basic_session<Transport>::announce_cancel(const run_state& run, cancel_reason reason,
-                                               const std::optional<std::string>& request_id,
+void basic_session<Transport>::announce_cancel(const server_run& run, std::uint64_t serial,
+                                               const cancel_notice& notice,
                                                std::size_t taken_back) {
   // Events not yet handed to the socket are never sent: the client learns
-  // where the run's stream ended for it from last_step.
-  const std::uint64_t sent = run.next_step - taken_back - outbox_.drop_events_of(run.serial);
+  // where the run's stream ended for it from last_step. (They stay in the
+  // run's history.)
+  const std::uint64_t sent = run.next_step() - taken_back - outbox_.drop_events_of(serial);
   const std::optional<std::uint64_t> last_step =
       sent > 0 ? std::optional<std::uint64_t>(sent - 1) : std::nullopt;
   // Ahead of other runs' events; behind this run's run_started if even that
-  // is still queued behind a predecessor of the same id.
+  // is still queued behind a predecessor of the same id. Same ts and seq as
+  // in the run's history.
   queue_answer(
       [&](std::string& out) {
-        append_run_cancelled(out, now(), run.run_id, reason, request_id, last_step);
+        append_run_cancelled(out, notice.ts, run.run_id(), notice.seq, notice.reason,
+                             notice.request_id, last_step);
       },
-      run.serial, frame_tag{run.serial, false});
+      serial, frame_tag{serial, false});
 }
 
 template <class Transport>
@@ -1030,7 +1224,7 @@ std::uint64_t basic_session<Transport>::queued_predecessor(const std::string& ru
 }
 
 template <class Transport>
-void basic_session<Transport>::remember_finished(const run_state& run) {
+void basic_session<Transport>::remember_finished(const std::string& run_id, std::uint64_t serial) {
   const std::uint64_t generation = outbox_.queue().generation();
   // Bounded: entries from before the last two refills have left the queue.
   if (finished_runs_.size() >= 2 * state_->config.limits.max_active_runs) {
@@ -1038,7 +1232,7 @@ void basic_session<Transport>::remember_finished(const run_state& run) {
       return entry.second.generation + 2 <= generation;
     });
   }
-  finished_runs_.insert_or_assign(run.run_id, finished_run{run.serial, generation});
+  finished_runs_.insert_or_assign(run_id, finished_run{serial, generation});
 }
 
 template <class Transport>
@@ -1049,7 +1243,7 @@ void basic_session<Transport>::begin_shutdown() {
   }
   if (closing_) return;
   closing_ = true;
-  cancel_all_runs(cancel_reason::shutdown);
+  cancel_runs_for_shutdown();
   close_reason_ = websocket::close_reason(websocket::close_code::going_away, "server shutdown");
   outbox_.close();
   start_writer();  // it drains what is queued, then sends the close

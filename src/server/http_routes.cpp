@@ -10,6 +10,22 @@ std::string_view target_path(std::string_view target) noexcept {
   return target.substr(0, target.find('?'));
 }
 
+std::string_view query_parameter(std::string_view target, std::string_view name) noexcept {
+  const std::size_t query = target.find('?');
+  if (query == std::string_view::npos) return {};
+  std::string_view rest = target.substr(query + 1);
+  while (!rest.empty()) {
+    const std::size_t amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    if (pair.size() > name.size() && pair.starts_with(name) && pair[name.size()] == '=') {
+      return pair.substr(name.size() + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
 bool is_websocket_path(std::string_view target) noexcept {
   return target_path(target) == "/ws";
 }

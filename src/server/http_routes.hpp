@@ -24,6 +24,11 @@ using http_response = boost::beast::http::response<boost::beast::http::string_bo
 // The path part of a request target ("/ws?token=x" -> "/ws").
 std::string_view target_path(std::string_view target) noexcept;
 
+// The raw value of `name` in the target's query ("/ws?a=1&session=k" ->
+// "k"); empty when absent. Not percent-decoded: the values read this way
+// (session keys) never need it.
+std::string_view query_parameter(std::string_view target, std::string_view name) noexcept;
+
 // True for the WebSocket endpoint's path.
 bool is_websocket_path(std::string_view target) noexcept;
 

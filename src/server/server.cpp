@@ -16,6 +16,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/log_failure.hpp"
+#include "server/server_run.hpp"
 #include "server/server_state.hpp"
 #include "server/session.hpp"
 
@@ -71,7 +72,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
         strand_(asio::make_strand(*contexts_.front())),
         acceptor_(strand_),
         grace_timer_(strand_),
-        budget_timer_(strand_) {}
+        budget_timer_(strand_),
+        retention_timer_(strand_) {}
 
   static std::vector<asio::io_context*> checked_contexts(
       std::span<asio::io_context* const> contexts) {
@@ -95,6 +97,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     for (auto* context : contexts_)
       keep_running_.push_back(asio::make_work_guard(*context));
     watch_memory_budget();
+    watch_retention();
     started_ = true;
     asio::co_spawn(strand_, accept_loop(shared_from_this()),
                    detail::log_failure("accept loop", {.level = spdlog::level::critical}));
@@ -242,6 +245,19 @@ struct server::impl : std::enable_shared_from_this<impl> {
     budget_reached_since_ = now;  // the next look gives these closes a grace to act
   }
 
+  // Runs and sessions past their retention are forgotten (and their memory
+  // freed) within about a second, or a tenth of the retention when shorter.
+  void watch_retention() {
+    const auto retention = std::chrono::milliseconds(state_->config.limits.retention_ms);
+    retention_timer_.expires_after(
+        std::clamp(retention / 10, std::chrono::milliseconds(10), std::chrono::milliseconds(1000)));
+    retention_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
+      if (ec || self->state_->stopping()) return;
+      self->state_->expire_runs(std::chrono::steady_clock::now());
+      self->watch_retention();
+    });
+  }
+
   void stop(std::function<void()> on_stopped) {
     asio::post(strand_, [self = shared_from_this(), on_stopped = std::move(on_stopped)]() mutable {
       self->stop_on_strand(std::move(on_stopped));
@@ -254,6 +270,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     error_code ignored;
     acceptor_.close(ignored);
     budget_timer_.cancel();
+    retention_timer_.cancel();
     grace_timer_.expires_after(state_->config.shutdown_grace);
     grace_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
       if (ec) return;  // every session ended in time
@@ -268,7 +285,21 @@ struct server::impl : std::enable_shared_from_this<impl> {
         self->keep_running_.clear();  // each run() returns once its context is done
       });
     });
-    state_->for_each_session([](detail::session& s) { s.shutdown(); });
+    // Every run is cancelled (reason "shutdown") on its own strand, followed
+    // or not; then the connections close, each telling its client about the
+    // runs it followed (see basic_session::cancel_runs_for_shutdown).
+    const auto runs = state_->registry->running();
+    auto close_connections = [state = state_] {
+      state->for_each_session([](detail::session& s) { s.shutdown(); });
+    };
+    auto remaining = std::make_shared<std::atomic<std::size_t>>(runs.size() + 1);
+    for (const auto& run : runs) {
+      asio::post(run->home(), [run, state = state_, remaining, close_connections] {
+        run->cancel_for_shutdown(*state);
+        if (remaining->fetch_sub(1) == 1) close_connections();
+      });
+    }
+    if (remaining->fetch_sub(1) == 1) close_connections();
   }
 
   const std::vector<asio::io_context*> contexts_;
@@ -279,6 +310,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   tcp::acceptor acceptor_;
   asio::steady_timer grace_timer_;
   asio::steady_timer budget_timer_;
+  asio::steady_timer retention_timer_;
   std::optional<std::chrono::steady_clock::time_point> budget_reached_since_;
   std::unique_ptr<asio::ssl::context> tls_;  // null: plain ws://
   std::uint16_t port_ = 0;

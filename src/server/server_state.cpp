@@ -193,9 +193,20 @@ server_state::server_state(server_config cfg)
     : config(std::move(cfg)),
       access(make_access_policy(config)),
       budget(effective_memory_budget(config)),
+      registry(std::make_unique<local_run_registry>(
+          registry_limits{config.limits.max_runs_per_owner, config.limits.max_detached_runs,
+                          std::chrono::milliseconds(config.limits.retention_ms)})),
+      sessions(std::chrono::milliseconds(config.limits.retention_ms)),
       agent_(config.agent_logic ? config.agent_logic : make_demo_agent()),
       sockets_(socket_limits{effective_max_sockets(config), config.max_connections_per_address}) {
   counters.budget = &budget;
+}
+
+void server_state::expire_runs(std::chrono::steady_clock::time_point now) {
+  registry->expire(now);
+  sessions.expire(now, [this](std::uint64_t serial) {
+    return registry->has_runs(session_keys::owner_of(serial));
+  });
 }
 
 socket_table::admission server_state::admit_socket(const std::string& address, std::uint64_t& id) {

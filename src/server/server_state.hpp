@@ -1,5 +1,7 @@
-// What connections share: the configuration, counters, and the list of live
-// connections that a graceful stop must reach. Nothing else crosses sessions.
+// What connections share: the configuration, counters, the list of live
+// connections that a graceful stop must reach, and the runs (run_registry)
+// with the sessions that own them (session_keys). Nothing else crosses
+// connections.
 #pragma once
 
 #include <array>
@@ -15,6 +17,8 @@
 #include "server/access.hpp"
 #include "server/command_parsing.hpp"
 #include "server/memory_budget.hpp"
+#include "server/run_registry.hpp"
+#include "server/session_keys.hpp"
 #include "server/socket_table.hpp"
 
 namespace agentws::detail {
@@ -95,7 +99,7 @@ struct server_counters {
   std::string render_metrics() const;
 };
 
-class server_state {
+class server_state : public std::enable_shared_from_this<server_state> {
  public:
   explicit server_state(server_config config);
 
@@ -109,6 +113,13 @@ class server_state {
   // threads (see command_parsing.hpp). After `config`: its parses read
   // config.limits, and it is joined before they go.
   command_parse_pool parse_pool;
+  // Every run of every owner, going or retained (see run_registry.hpp).
+  const std::unique_ptr<run_registry> registry;
+  // The sessions that own runs when no token names the owner.
+  session_keys sessions;
+  // Forgets the runs and sessions past their retention (the server calls it
+  // periodically).
+  void expire_runs(std::chrono::steady_clock::time_point now);
 
   // Reserves one WebSocket slot; false when max_connections are open.
   bool try_open_websocket();

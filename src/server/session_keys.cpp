@@ -1,0 +1,71 @@
+#include "server/session_keys.hpp"
+
+#include <random>
+
+namespace agentws::detail {
+
+std::string session_keys::new_key() {
+  // std::random_device reads the kernel's generator (getrandom): unguessable.
+  static thread_local std::random_device source;
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string key;
+  key.reserve(32);
+  for (int word = 0; word < 4; ++word) {
+    std::uint32_t bits = source();
+    for (int nibble = 0; nibble < 8; ++nibble, bits >>= 4)
+      key.push_back(hex[bits & 0xf]);
+  }
+  return key;
+}
+
+session_keys::opened session_keys::open(std::string_view presented) {
+  std::lock_guard lock(mutex_);
+  if (!presented.empty()) {
+    auto it = sessions_.find(std::string(presented));
+    if (it != sessions_.end()) {
+      ++it->second.connections;
+      return {it->first, it->second.serial, true};
+    }
+  }
+  std::string key = new_key();
+  while (sessions_.contains(key))
+    key = new_key();
+  const std::uint64_t serial = next_serial_++;
+  sessions_.emplace(key, session{serial, 1, {}});
+  keys_.emplace(serial, key);
+  return {std::move(key), serial, false};
+}
+
+void session_keys::close(std::uint64_t serial, clock::time_point now) {
+  std::lock_guard lock(mutex_);
+  auto key = keys_.find(serial);
+  if (key == keys_.end()) return;
+  session& found = sessions_.at(key->second);
+  if (found.connections > 0) --found.connections;
+  found.last_closed = now;
+}
+
+std::size_t session_keys::expire(clock::time_point now,
+                                 const std::function<bool(std::uint64_t)>& has_runs) {
+  std::lock_guard lock(mutex_);
+  std::size_t forgotten = 0;
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    const session& found = it->second;
+    if (found.connections == 0 && now - found.last_closed >= retention_ &&
+        !has_runs(found.serial)) {
+      keys_.erase(found.serial);
+      it = sessions_.erase(it);
+      ++forgotten;
+    } else {
+      ++it;
+    }
+  }
+  return forgotten;
+}
+
+std::size_t session_keys::size() const {
+  std::lock_guard lock(mutex_);
+  return sessions_.size();
+}
+
+}  // namespace agentws::detail

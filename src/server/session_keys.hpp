@@ -1,0 +1,59 @@
+// Sessions: what owns runs when the server checks no tokens. A connection
+// gets a key (128 random bits, hex) in `connected`; presenting it again
+// (`/ws?session=KEY`) continues that session, and so its runs. A session is
+// forgotten once no connection used it for the retention time and it has no
+// runs left; a key the server does not know starts a new session.
+//
+// Keys are secrets of their owner: they are never logged or counted; logs
+// and the registry name a session by its serial ("session:<n>").
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace agentws::detail {
+
+class session_keys {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  explicit session_keys(std::chrono::milliseconds retention) : retention_(retention) {}
+
+  struct opened {
+    std::string key;
+    std::uint64_t serial = 0;
+    bool resumed = false;
+  };
+  // A connection opens, presenting `presented` (empty: none).
+  opened open(std::string_view presented);
+  // A connection of session `serial` closed at `now`.
+  void close(std::uint64_t serial, clock::time_point now);
+  // Forgets the sessions no connection used for the retention time and for
+  // which `has_runs(serial)` is false; returns how many.
+  std::size_t expire(clock::time_point now, const std::function<bool(std::uint64_t)>& has_runs);
+  std::size_t size() const;
+
+  // The owner name the registry files a session's runs under.
+  static std::string owner_of(std::uint64_t serial) { return "session:" + std::to_string(serial); }
+
+ private:
+  struct session {
+    std::uint64_t serial = 0;
+    std::size_t connections = 0;
+    clock::time_point last_closed{};
+  };
+  static std::string new_key();
+
+  const std::chrono::milliseconds retention_;
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, session> sessions_;    // by key
+  std::unordered_map<std::uint64_t, std::string> keys_;  // by serial
+  std::uint64_t next_serial_ = 1;
+};
+
+}  // namespace agentws::detail
