@@ -40,9 +40,10 @@ fail() {
 }
 
 # wait_for FILE PATTERN: until FILE holds PATTERN (an extended regex), at most 10 s.
+# (FILE may not exist yet: a process started in the background creates it.)
 wait_for() {
   for _ in $(seq 200); do
-    grep -qE -- "$2" "$1" && return 0
+    grep -qE -- "$2" "$1" 2>/dev/null && return 0
     sleep 0.05
   done
   fail "waited 10 s for /$2/ in $1"
