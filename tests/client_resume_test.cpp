@@ -102,6 +102,13 @@ TEST_CASE("resume_book: a start of a run_id still running keeps its cursor", "[p
   CHECK(book.cursor("late") == 7);
   CHECK_FALSE(book.take(wire("run_event", R"({"run_id": "late", "step": 6, "seq": 7})")));
   CHECK(book.take(wire("run_event", R"({"run_id": "late", "step": 7, "seq": 8})")));
+
+  // Attached after a seq the run has not reached (last_seq 3): what comes
+  // after last_seq is new, its terminal too.
+  book.follow("ahead", 20);
+  CHECK(book.take(attached("ahead", "running", 3)));
+  CHECK(book.cursor("ahead") == 3);
+  CHECK(book.take(done("ahead", 4)));
 }
 
 TEST_CASE("resume_book: after a reconnect, every run not ended is attached after its cursor",

@@ -144,6 +144,15 @@ void resume_book::forget(const std::string& run_id) {
 }
 
 bool resume_book::take(const received_event& event) {
+  if (event.kind == event_kind::run_attached && event.last_seq) {
+    // Attached after a seq the run has not reached: its own events from
+    // last_seq on are new here, the terminal included.
+    if (auto it = runs_.find(event.run_id);
+        it != runs_.end() && it->second.cursor > static_cast<std::int64_t>(*event.last_seq)) {
+      it->second.cursor = static_cast<std::int64_t>(*event.last_seq);
+    }
+    return true;
+  }
   if (!event.seq || event.run_id.empty()) return true;
   const auto seq = static_cast<std::int64_t>(*event.seq);
   auto [it, inserted] = runs_.try_emplace(event.run_id);
