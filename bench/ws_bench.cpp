@@ -155,6 +155,14 @@ std::string_view kind_name(agentws::event_kind kind) {
       return "run_cancelled";
     case agentws::event_kind::error:
       return "error";
+    case agentws::event_kind::run_attached:
+      return "run_attached";
+    case agentws::event_kind::run_gap:
+      return "run_gap";
+    case agentws::event_kind::run_detached:
+      return "run_detached";
+    case agentws::event_kind::runs:
+      return "runs";
     case agentws::event_kind::unknown:
       break;
   }
@@ -586,6 +594,10 @@ bool check_flood_event(bench_connection& c, std::string_view text, std::int64_t 
       run->ended = true;
       return true;
     case agentws::event_kind::connected:
+    case agentws::event_kind::run_attached:
+    case agentws::event_kind::run_gap:
+    case agentws::event_kind::run_detached:
+    case agentws::event_kind::runs:
     case agentws::event_kind::unknown:
       c.failures.violation("unexpected event: " + excerpt(text));
       return false;
@@ -1194,6 +1206,10 @@ class slow_cancel_client {
         if (run && wait_.run == static_cast<std::size_t>(index)) wait_.failed = true;
         return;
       case agentws::event_kind::connected:
+      case agentws::event_kind::run_attached:
+      case agentws::event_kind::run_gap:
+      case agentws::event_kind::run_detached:
+      case agentws::event_kind::runs:
       case agentws::event_kind::unknown:
         c_.failures.violation("unexpected event: " + excerpt(text));
         return;

@@ -1054,7 +1054,7 @@ TEST_CASE("fields: unknown keys are ignored", "[bad_input]") {
       R"({"version":2,"command":"start_run","run_id":"u","extra":{"a":[1,null]},)"
       R"("params":{"steps":2,"interval_ms":1,"model":"big","steps_":-1},"event_type":"x"})",
       "u", 2);
-  CHECK(keys_of(events.front()["payload"]) == std::set<std::string>{"run_id"});
+  CHECK(keys_of(events.front()["payload"]) == std::set<std::string>{"run_id", "seq"});
   peer.send_text(R"({"command":"cancel_run","run_id":"u","force":true})");
   check_error(peer.expect_event("error"), "No active run to cancel", "run_not_active");
   other.finish();

@@ -342,7 +342,7 @@ TEST_CASE("Event builders write the contract's exact bytes", "[protocol][events]
                  R"("request_id"], "limits": {"max_message_bytes": )"
                  R"(1048576, "max_run_id_bytes": 256, "max_active_runs": 256, "max_steps": )"
                  R"(10000000, "max_interval_ms": 3600000, "max_json_depth": 64, )"
-                 R"("history_events": 1024, "history_bytes": 262144, "retention_ms": 600000, )"
+                 R"("history_events": 1024, "history_bytes": 65536, "retention_ms": 600000, )"
                  R"("max_runs_per_owner": 1024, "max_detached_runs": 10000, )"
                  R"("max_detach_grace_ms": 3600000}, "defaults": )"
                  R"({"steps": 5, "interval_ms": 1000}}})");
@@ -362,7 +362,7 @@ TEST_CASE("Event builders write the contract's exact bytes", "[protocol][events]
                  R"("limits": {"max_message_bytes": 1, )"
                  R"("max_run_id_bytes": 2, "max_active_runs": 3, "max_steps": 4, )"
                  R"("max_interval_ms": 5, "max_json_depth": 6, "history_events": 1024, )"
-                 R"("history_bytes": 262144, "retention_ms": 600000, "max_runs_per_owner": )"
+                 R"("history_bytes": 65536, "retention_ms": 600000, "max_runs_per_owner": )"
                  R"(1024, "max_detached_runs": 10000, "max_detach_grace_ms": 3600000}, )"
                  R"("defaults": {"steps": 7, "interval_ms": 0}}})");
   }

@@ -277,10 +277,50 @@ TEST_CASE("session_keys: unguessable keys, resumed by key, forgotten after the r
     session_keys small(milliseconds(1000));
     const auto s = small.open("");
     CHECK(small.expire(t0 + std::chrono::hours(1), none) == 0);
-    small.close(s.serial, t0);
+    small.close(s.serial, t0, true);
     CHECK(small.expire(t0 + milliseconds(999), none) == 0);
     CHECK(small.expire(t0 + milliseconds(1000), [](std::uint64_t) { return true; }) == 0);
     CHECK(small.expire(t0 + milliseconds(1000), none) == 1);
     CHECK_FALSE(small.open(s.key).resumed);
+  }
+  SECTION("a session left with no connection and no runs is forgotten at once") {
+    session_keys small(milliseconds(1000));
+    const auto s = small.open("");
+    const auto twice = small.open(s.key);
+    small.close(s.serial, t0, false);
+    CHECK(small.size() == 1);  // one connection still open
+    small.close(twice.serial, t0, false);
+    CHECK(small.size() == 0);
+    CHECK_FALSE(small.open(s.key).resumed);
+  }
+}
+
+TEST_CASE("run_registry: a version 1 run is forgotten with its connection once ended",
+          "[run_registry]") {
+  local_run_registry registry(registry_limits{8, 10, std::chrono::hours(1)});
+  auto run = [](std::uintptr_t n) {
+    return std::shared_ptr<agentws::detail::server_run>(
+        reinterpret_cast<agentws::detail::server_run*>(n), [](auto*) {});
+  };
+  const auto v1 = run(0x10), kept = run(0x20), going = run(0x30), other = run(0x40);
+  REQUIRE(registry.start("alice", "v1", v1, 7) == start_verdict::started);
+  REQUIRE(registry.start("alice", "kept", kept, 0) == start_verdict::started);
+  REQUIRE(registry.start("alice", "going", going, 7) == start_verdict::started);
+  REQUIRE(registry.start("alice", "other", other, 8) == start_verdict::started);
+  for (const auto& [id, r] : {std::pair{"v1", v1}, {"kept", kept}, {"other", other}})
+    REQUIRE(registry.end("alice", id, r.get(), run_state_name::done, t0));
+  registry.forget_ended_with("alice", 7);
+  CHECK(registry.find("alice", "v1") == nullptr);
+  CHECK(registry.find("alice", "kept") == kept);
+  CHECK(registry.find("alice", "going") == going);  // still going: the connection cancels it
+  CHECK(registry.find("alice", "other") == other);  // another connection's
+  SECTION("forget takes only the run it names, and only once ended") {
+    registry.forget("alice", "going", going.get());
+    CHECK(registry.find("alice", "going") == going);
+    registry.forget("alice", "kept", other.get());
+    CHECK(registry.find("alice", "kept") == kept);
+    registry.forget("alice", "kept", kept.get());
+    CHECK(registry.find("alice", "kept") == nullptr);
+    CHECK(registry.counts().retained == 1);
   }
 }

@@ -104,8 +104,10 @@ TEST_CASE("connections that flood and read nothing stay within the memory budget
   INFO(report);
   std::cout << report << std::endl;
   CHECK(metric(server.port(), "agentws_memory_budget_waits_total") > 0);
-  // Two threads racing for the last block may pass it by that block.
-  CHECK(reserved <= budget + 2 * 16 * 1024);
+  // Two threads racing for the last block may pass it by that block; the
+  // runs' histories are counted as they are (they make the budget reached,
+  // they never wait), so they may pass it by what a run logs meanwhile.
+  CHECK(reserved <= budget + budget / 16);
   // Under a sanitizer RSS says nothing of the program (shadow memory).
   if (!sanitized) CHECK(held <= bound_kib);
   hogs.clear();

@@ -143,6 +143,26 @@ TEST_CASE("ws-server options: every value is stored", "[protocol][server_options
   CHECK(o.json_logs);
 }
 
+TEST_CASE("ws-server options: the history, retention and run limits of durable runs",
+          "[protocol][server_options]") {
+  const auto o =
+      accepted(parse({"--history-events", "5", "--history-bytes", "2048", "--retention-ms", "0",
+                      "--max-runs-per-owner", "3", "--max-detached-runs", "0"}));
+  CHECK(o.config.limits.history_events == 5);
+  CHECK(o.config.limits.history_bytes == 2048);
+  CHECK(o.config.limits.retention_ms == 0);
+  CHECK(o.config.limits.max_runs_per_owner == 3);
+  CHECK(o.config.limits.max_detached_runs == 0);
+  const auto defaults = accepted(parse({}));
+  CHECK(defaults.config.limits.history_events == 1024);
+  CHECK(defaults.config.limits.history_bytes == 64 * 1024);
+  CHECK(defaults.config.limits.retention_ms == 600'000);
+  CHECK(refused(parse({"--history-events", "0", "--history-bytes", "100"})) ==
+        "ws-server: --history-events: '0' is not an integer from 1 to 1000000\n"
+        "ws-server: --history-bytes: '100' is not an integer from 1024 to 268435456\n"
+        "Try 'ws-server --help'.\n");
+}
+
 TEST_CASE("ws-server options: --shutdown-grace-ms from 100 ms to 10 minutes",
           "[protocol][server_options]") {
   CHECK(accepted(parse({"--shutdown-grace-ms", "100"})).config.shutdown_grace.count() == 100);

@@ -36,7 +36,7 @@ struct protocol_limits {
   // `max_runs_per_owner` runs going; the server at most `max_detached_runs`
   // runs going that no connection follows.
   std::size_t history_events = 1024;
-  std::size_t history_bytes = 256 * 1024;
+  std::size_t history_bytes = 64 * 1024;
   std::uint64_t retention_ms = 600'000;
   std::size_t max_runs_per_owner = 1024;
   std::size_t max_detached_runs = 10'000;

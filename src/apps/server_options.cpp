@@ -84,6 +84,26 @@ std::vector<numeric_option> numeric_options(const server_options& defaults) {
       {"max-runs", r::max_runs, c.limits.max_active_runs,
        "active runs per connection, " + range_text(r::max_runs),
        [](server_options& o, std::uint64_t v) { o.config.limits.max_active_runs = v; }},
+      {"history-events", r::history_events, c.limits.history_events,
+       "events each run keeps for clients that attach later (attach_run), " +
+           range_text(r::history_events) + "; the oldest go first",
+       [](server_options& o, std::uint64_t v) { o.config.limits.history_events = v; }},
+      {"history-bytes", r::history_bytes, c.limits.history_bytes,
+       "bytes of events each run keeps, " + range_text(r::history_bytes) +
+           " (the newest event always)",
+       [](server_options& o, std::uint64_t v) { o.config.limits.history_bytes = v; }},
+      {"retention-ms", r::retention_ms, c.limits.retention_ms,
+       "how long an ended run, or a session with runs, stays attachable, " +
+           range_text(r::retention_ms) + " (a week)",
+       [](server_options& o, std::uint64_t v) { o.config.limits.retention_ms = v; }},
+      {"max-runs-per-owner", r::max_runs_per_owner, c.limits.max_runs_per_owner,
+       "runs going at once per owner (session or token), " + range_text(r::max_runs_per_owner) +
+           "; as many ended ones are kept",
+       [](server_options& o, std::uint64_t v) { o.config.limits.max_runs_per_owner = v; }},
+      {"max-detached-runs", r::max_detached_runs, c.limits.max_detached_runs,
+       "runs going that no connection follows, server-wide, " + range_text(r::max_detached_runs) +
+           "; past it they are cancelled",
+       [](server_options& o, std::uint64_t v) { o.config.limits.max_detached_runs = v; }},
       {"max-message-bytes", r::max_message_bytes, c.limits.max_message_bytes,
        "largest accepted message, " + range_text(r::max_message_bytes) +
            "; larger ones close with 1009",

@@ -49,6 +49,13 @@ inline constexpr integer_range max_sockets{0, 2'097'152};
 inline constexpr integer_range max_connections_per_address{0, 1'048'576};
 inline constexpr integer_range max_requests_per_connection{1, 1'000'000};
 inline constexpr integer_range max_runs{1, 65'536};
+// Durable runs: each run's history, how long an ended run stays attachable
+// (up to a week), runs per owner, and runs nobody follows.
+inline constexpr integer_range history_events{1, 1'000'000};
+inline constexpr integer_range history_bytes{1024, 256 * 1024 * 1024};
+inline constexpr integer_range retention_ms{0, 7 * 24 * 3'600'000ull};
+inline constexpr integer_range max_runs_per_owner{1, 1'000'000};
+inline constexpr integer_range max_detached_runs{0, 1'000'000};
 inline constexpr integer_range max_message_bytes{4096, 64 * 1024 * 1024};
 inline constexpr integer_range max_run_id_bytes{1, 65'536};
 // 2^53 - 1: the largest step number every JSON peer (JavaScript's too) reads exactly.

@@ -131,6 +131,7 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
 template <class Transport>
 basic_session<Transport>::~basic_session() {
   state_->budget.release_all(budget_holding_);
+  state_->budget.release_all(history_holding_);
   if (upgraded_) state_->close_websocket();
   state_->release_socket(socket_id_);
   state_->remove_session(id_);
@@ -222,7 +223,8 @@ asio::awaitable<void> basic_session<Transport>::serve(
   // The peer is gone or the close handshake is done: nothing more reaches it.
   leave_all_runs();
   outbox_.close();
-  state_->sessions.close(session_.serial, std::chrono::steady_clock::now());
+  state_->sessions.close(session_.serial, std::chrono::steady_clock::now(),
+                         state_->registry->has_runs(session_keys::owner_of(session_.serial)));
   send_watchdog_.cancel();   // its wait holds the session alive
   liveness_timer_.cancel();  // so does this one
   spdlog::info("conn {}: websocket closed ({})", id_, peer);
@@ -414,7 +416,7 @@ bool basic_session<Transport>::reserve_output() noexcept {
   }
   const bool granted = state_->budget.reserve(
       budget_holding_, needed, state_->counters.connections_open.load(std::memory_order_relaxed));
-  budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
+  budget_held_.store(budget_holding_.bytes + history_holding_.bytes, std::memory_order_relaxed);
   return granted;
 }
 
@@ -425,7 +427,7 @@ void basic_session<Transport>::release_output() {
   // holds (two chunks at most) goes with its socket, and counting it would
   // keep the budget reached for the closing handshake's time.
   state_->budget.release_to(budget_holding_, slow_close_started_ ? 0 : output_memory());
-  budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
+  budget_held_.store(budget_holding_.bytes + history_holding_.bytes, std::memory_order_relaxed);
 }
 
 template <class Transport>
@@ -854,7 +856,12 @@ void basic_session<Transport>::start_run(start_run_command command) {
                            std::chrono::milliseconds(command.detach_grace_ms),
                            history_limits{limits.history_events, limits.history_bytes}},
       ws_.get_executor());
-  switch (state_->registry->start(owner_, run->run_id(), run)) {
+  // A version 1 run (no on_disconnect, no grace) is freed with this
+  // connection, not retained for later attaches.
+  const bool freed_with_connection =
+      command.on_disconnect == disconnect_policy::cancel && command.detach_grace_ms == 0;
+  switch (state_->registry->start(owner_, run->run_id(), run,
+                                  freed_with_connection ? id_ : 0)) {
     case start_verdict::started:
       break;
     case start_verdict::already_active:
@@ -955,19 +962,29 @@ asio::awaitable<void> basic_session<Transport>::attach_run(attach_run_command co
       ws_.get_executor(), std::weak_ptr<run_mailbox::reader>(shared_self()),
       state_->config.outbox_bytes);
   runs_.emplace(command.run_id, followed_run{run, serial, mailbox});
-  const bool following = co_await asio::co_spawn(
+  const auto attached = co_await asio::co_spawn(
       run->home(),
       [](std::shared_ptr<server_run> target, std::shared_ptr<run_mailbox> box,
          std::int64_t after_seq, std::optional<std::string> request_id,
-         std::shared_ptr<server_state> state) -> asio::awaitable<bool> {
+         std::shared_ptr<server_state> state) -> asio::awaitable<server_run::attach_result> {
         co_return target->attach(box, after_seq, request_id, *state);
       }(run, mailbox, command.after_seq, command.request_id, state_),
       asio::use_awaitable);
+  if (attached == server_run::attach_result::past_the_end) {
+    stop_following(command.run_id, run.get());
+    protocol_error error = run_not_found_error(command.run_id, command.request_id);
+    error.code = protocol_error_code::invalid_option;
+    error.message = "after_seq is past the run's last event (last_seq " +
+                    std::to_string(run->last_seq()) + ")";
+    send_error(error);
+    co_return;
+  }
   // run_attached, run_gap, the replay: as much as the outbox takes now, the
   // rest as the writer makes room.
   drain_mailbox(command.run_id, false);
   const auto still = runs_.find(command.run_id);
-  if (!following && still != runs_.end() && still->second.run == run && mailbox->empty()) {
+  if (attached == server_run::attach_result::ended && still != runs_.end() &&
+      still->second.run == run && mailbox->empty()) {
     // It had ended and the client had seen its end: nothing more comes.
     remember_finished(command.run_id, serial);
     runs_.erase(still);
@@ -1028,6 +1045,14 @@ void basic_session<Transport>::list_runs(const list_runs_command& command) {
                                   entry.state, entry.run ? entry.run->last_seq() : 0, attached});
   }
   queue_answer([&](std::string& out) { append_runs(out, now(), listing, command.request_id); });
+}
+
+template <class Transport>
+void basic_session<Transport>::count_history(std::ptrdiff_t delta) {
+  state_->budget.set_counted(
+      history_holding_,
+      static_cast<std::size_t>(static_cast<std::ptrdiff_t>(history_holding_.bytes) + delta));
+  budget_held_.store(budget_holding_.bytes + history_holding_.bytes, std::memory_order_relaxed);
 }
 
 template <class Transport>
@@ -1115,6 +1140,8 @@ template <class Transport>
 void basic_session<Transport>::leave_all_runs() {
   auto followed_runs = std::move(runs_);
   runs_.clear();
+  // Its ended version 1 runs go too (the going ones, once cancelled below).
+  state_->registry->forget_ended_with(owner_, id_);
   for (auto& [run_id, followed] : followed_runs) {
     if (!followed.mailbox) {
       // Same strand: at once. A run that ends with its connection (version

@@ -26,7 +26,7 @@ namespace agentws::detail {
 
 struct history_limits {
   std::size_t max_events = 1024;
-  std::size_t max_bytes = 256 * 1024;
+  std::size_t max_bytes = 64 * 1024;
 };
 
 // Where a replay after `after_seq` starts, and whether events are missing.

@@ -5,7 +5,7 @@
 namespace agentws::detail {
 
 start_verdict local_run_registry::start(const std::string& owner, const std::string& run_id,
-                                        std::shared_ptr<server_run> run) {
+                                        std::shared_ptr<server_run> run, std::uint64_t freed_with) {
   std::lock_guard lock(mutex_);
   owner_runs& runs = owners_[owner];
   auto it = runs.runs.find(run_id);
@@ -20,7 +20,8 @@ start_verdict local_run_registry::start(const std::string& owner, const std::str
     --counts_.retained;
     runs.runs.erase(it);
   }
-  runs.runs.emplace(run_id, entry{std::move(run), run_state_name::running, false, next_order_++});
+  runs.runs.emplace(
+      run_id, entry{std::move(run), run_state_name::running, false, next_order_++, freed_with});
   ++runs.running;
   ++counts_.running;
   return start_verdict::started;
@@ -82,6 +83,42 @@ void local_run_registry::bound_retained(owner_runs& owner) {
   }
   owner.runs.erase(oldest);
   --counts_.retained;
+}
+
+void local_run_registry::forget(const std::string& owner, const std::string& run_id,
+                                const server_run* run) {
+  std::shared_ptr<server_run> forgotten;  // destroyed after the lock is released
+  std::lock_guard lock(mutex_);
+  auto owner_it = owners_.find(owner);
+  if (owner_it == owners_.end()) return;
+  auto& runs = owner_it->second.runs;
+  auto it = runs.find(run_id);
+  if (it == runs.end() || it->second.run.get() != run ||
+      it->second.state == run_state_name::running) {
+    return;
+  }
+  forgotten = std::move(it->second.run);
+  runs.erase(it);
+  --counts_.retained;
+  if (runs.empty()) owners_.erase(owner_it);
+}
+
+void local_run_registry::forget_ended_with(const std::string& owner, std::uint64_t connection) {
+  std::vector<std::shared_ptr<server_run>> forgotten;  // destroyed after the lock is released
+  std::lock_guard lock(mutex_);
+  auto owner_it = owners_.find(owner);
+  if (owner_it == owners_.end() || connection == 0) return;
+  auto& runs = owner_it->second.runs;
+  for (auto it = runs.begin(); it != runs.end();) {
+    if (it->second.freed_with == connection && it->second.state != run_state_name::running) {
+      forgotten.push_back(std::move(it->second.run));
+      it = runs.erase(it);
+      --counts_.retained;
+    } else {
+      ++it;
+    }
+  }
+  if (runs.empty()) owners_.erase(owner_it);
 }
 
 bool local_run_registry::set_detached(const std::string& owner, const std::string& run_id,

@@ -57,9 +57,10 @@ class run_registry {
   virtual ~run_registry() = default;
 
   // Registers `run` as the owner's run `run_id`, going. An ended run of the
-  // same id is forgotten for it.
+  // same id is forgotten for it. `freed_with` names the connection whose
+  // close forgets the run once it ended (a version 1 run); 0 for none.
   virtual start_verdict start(const std::string& owner, const std::string& run_id,
-                              std::shared_ptr<server_run> run) = 0;
+                              std::shared_ptr<server_run> run, std::uint64_t freed_with = 0) = 0;
   // The owner's run of that id, going or retained; null for an id the owner
   // does not have (another owner's run included).
   virtual std::shared_ptr<server_run> find(const std::string& owner,
@@ -68,6 +69,13 @@ class run_registry {
   // true for exactly one caller (a cancel racing the run's own end, say).
   virtual bool end(const std::string& owner, const std::string& run_id, const server_run* run,
                    run_state_name state, registry_clock::time_point now) = 0;
+  // Forgets `run` now if it is the owner's ended run of that id (a version
+  // 1 run is freed with its connection, not retained).
+  virtual void forget(const std::string& owner, const std::string& run_id,
+                      const server_run* run) = 0;
+  // Connection `connection` closed: forgets the owner's ended runs that are
+  // freed with it.
+  virtual void forget_ended_with(const std::string& owner, std::uint64_t connection) = 0;
   // A going run lost its last follower (`detached`) or gained one. Losing it
   // is refused (false) while max_detached_runs going runs have none.
   virtual bool set_detached(const std::string& owner, const std::string& run_id,
@@ -88,11 +96,13 @@ class local_run_registry final : public run_registry {
   explicit local_run_registry(registry_limits limits) : limits_(limits) {}
 
   start_verdict start(const std::string& owner, const std::string& run_id,
-                      std::shared_ptr<server_run> run) override;
+                      std::shared_ptr<server_run> run, std::uint64_t freed_with = 0) override;
   std::shared_ptr<server_run> find(const std::string& owner,
                                    const std::string& run_id) const override;
   bool end(const std::string& owner, const std::string& run_id, const server_run* run,
            run_state_name state, registry_clock::time_point now) override;
+  void forget(const std::string& owner, const std::string& run_id, const server_run* run) override;
+  void forget_ended_with(const std::string& owner, std::uint64_t connection) override;
   bool set_detached(const std::string& owner, const std::string& run_id, const server_run* run,
                     bool detached) override;
   std::vector<registry_entry> list(const std::string& owner) const override;
@@ -106,7 +116,8 @@ class local_run_registry final : public run_registry {
     std::shared_ptr<server_run> run;
     run_state_name state = run_state_name::running;
     bool detached = false;
-    std::uint64_t order = 0;  // start order, for listing
+    std::uint64_t order = 0;       // start order, for listing
+    std::uint64_t freed_with = 0;  // see start()
     registry_clock::time_point ended_at{};
   };
   struct owner_runs {

@@ -155,6 +155,7 @@ std::string_view server_run::begin(home_follower& follower, std::uint64_t serial
   const std::uint64_t seq = log_.append([&](std::string& out, std::uint64_t) {
     append_run_started(out, now(), run_id(), request_id);
   });
+  count_history();
   return log_.at(seq);
 }
 
@@ -219,7 +220,10 @@ void server_run::emit_event(std::string_view text) {
     append_run_event(out, ts, run_id(), step, event_seq, text);
   });
   const std::string_view frame = log_.at(seq);
-  if (home_follower_) home_follower_->queue_run_event(home_serial_, frame);
+  if (home_follower_) {
+    home_follower_->queue_run_event(home_serial_, frame);
+    count_history();
+  }
   for (const auto& mailbox : mailboxes_)
     mailbox->push(frame, run_mailbox::kind::frame);
   last_seq_.store(seq, std::memory_order_relaxed);
@@ -234,7 +238,7 @@ void server_run::finish(std::string_view failure, server_state& state) {
   last_seq_.store(seq, std::memory_order_relaxed);
   state_.store(run_state_name::done, std::memory_order_relaxed);
   const std::string_view frame = log_.at(seq);
-  if (home_follower* home = std::exchange(home_follower_, nullptr)) {
+  if (home_follower* home = release_home()) {
     home->queue_run_done(*this, home_serial_, frame);
   }
   for (const auto& mailbox : mailboxes_)
@@ -260,7 +264,7 @@ std::string server_run::cancel(cancel_reason reason, const std::optional<std::st
   std::string frame(log_.at(seq));
   // Followers are told before the run is woken to unwind, so their writers
   // (woken first) send the answer without waiting for the run's coroutine.
-  if (home_follower* home = std::exchange(home_follower_, nullptr)) {
+  if (home_follower* home = release_home()) {
     home->queue_run_cancelled(*this, home_serial_, cancel_notice{seq, ts, reason, request_id});
   }
   for (const auto& mailbox : mailboxes_)
@@ -296,8 +300,13 @@ void server_run::cancel_for_shutdown(server_state& state) {
   cancel_if_going(cancel_reason::shutdown, state);
 }
 
-bool server_run::attach(const std::shared_ptr<run_mailbox>& mailbox, std::int64_t after_seq,
-                        const std::optional<std::string>& request_id, server_state& state) {
+server_run::attach_result server_run::attach(const std::shared_ptr<run_mailbox>& mailbox,
+                                             std::int64_t after_seq,
+                                             const std::optional<std::string>& request_id,
+                                             server_state& state) {
+  if (after_seq >= 0 && static_cast<std::uint64_t>(after_seq) >= log_.next_seq()) {
+    return attach_result::past_the_end;
+  }
   const replay_plan plan = log_.plan_replay(after_seq);
   std::string answer;
   append_run_attached(answer, now(), run_id(), state_.load(std::memory_order_relaxed),
@@ -312,11 +321,11 @@ bool server_run::attach(const std::shared_ptr<run_mailbox>& mailbox, std::int64_
     const bool last = ended_ && seq + 1 == plan.end;
     mailbox->push(log_.at(seq), last ? run_mailbox::kind::terminal : run_mailbox::kind::frame);
   }
-  if (ended_) return false;
+  if (ended_) return attach_result::ended;
   const bool was_orphan = followers() == 0;
   mailboxes_.push_back(mailbox);
   if (was_orphan) adopted(state);
-  return true;
+  return attach_result::following;
 }
 
 bool server_run::may_detach(server_state& state) {
@@ -338,18 +347,20 @@ bool server_run::remove_mailbox(const run_mailbox* mailbox, bool disconnected,
 bool server_run::remove_home(bool disconnected, server_state& state) {
   if (!home_follower_) return true;
   if (!disconnected && !may_detach(state)) return false;
-  home_follower_ = nullptr;
+  release_home();
   if (followers() == 0) orphaned(disconnected, state);
   return true;
 }
 
 void server_run::orphaned(bool disconnected, server_state& state) {
-  if (ended_) return;
   const bool cancel_policy = settings_.on_disconnect == disconnect_policy::cancel;
   if (disconnected && cancel_policy && settings_.detach_grace.count() == 0) {
-    cancel_if_going(cancel_reason::disconnect, state);  // version 1: it ends with its connection
+    // Version 1: a run ends with its connection and is freed, not retained.
+    cancel_if_going(cancel_reason::disconnect, state);
+    state.registry->forget(owner(), run_id(), this);
     return;
   }
+  if (ended_) return;
   if (!state.registry->set_detached(owner(), run_id(), this, true)) {
     spdlog::info("run {} of {}: cancelled: the server holds its limit of detached runs",
                  printable(run_id()), owner());

@@ -36,13 +36,17 @@ session_keys::opened session_keys::open(std::string_view presented) {
   return {std::move(key), serial, false};
 }
 
-void session_keys::close(std::uint64_t serial, clock::time_point now) {
+void session_keys::close(std::uint64_t serial, clock::time_point now, bool has_runs) {
   std::lock_guard lock(mutex_);
   auto key = keys_.find(serial);
   if (key == keys_.end()) return;
   session& found = sessions_.at(key->second);
   if (found.connections > 0) --found.connections;
   found.last_closed = now;
+  if (found.connections == 0 && !has_runs) {
+    sessions_.erase(key->second);
+    keys_.erase(key);
+  }
 }
 
 std::size_t session_keys::expire(clock::time_point now,

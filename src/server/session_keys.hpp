@@ -31,8 +31,11 @@ class session_keys {
   };
   // A connection opens, presenting `presented` (empty: none).
   opened open(std::string_view presented);
-  // A connection of session `serial` closed at `now`.
-  void close(std::uint64_t serial, clock::time_point now);
+  // A connection of session `serial` closed at `now`. A session left with
+  // no connection and no runs (`has_runs` false) is forgotten at once: there
+  // is nothing to resume, and a key kept for nothing is memory kept for
+  // nothing.
+  void close(std::uint64_t serial, clock::time_point now, bool has_runs);
   // Forgets the sessions no connection used for the retention time and for
   // which `has_runs(serial)` is false; returns how many.
   std::size_t expire(clock::time_point now, const std::function<bool(std::uint64_t)>& has_runs);
