@@ -3,6 +3,8 @@
 // on_disconnect and detach_grace_ms, ownership, retention, shutdown.
 #include <catch2/catch.hpp>
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -437,4 +439,61 @@ TEST_CASE("a graceful stop cancels every run, followed or not", "[resume]") {
   const auto rest = peer.events_until_terminal("followed");
   CHECK(rest.back()["event_type"] == "run_cancelled");
   CHECK(rest.back()["payload"]["reason"] == "shutdown");
+}
+
+TEST_CASE("attach and detach and cancel and follower close race on several threads", "[resume]") {
+  // Four I/O threads: the run and its followers are on different ones. Each
+  // follower checks that what it gets is contiguous; the server must stay
+  // consistent (and ThreadSanitizer quiet) through it all.
+  server_fixture server(test_config(), 4);
+  test_peer home(server.port());
+  const std::string session = home.expect_event("connected")["payload"]["session"];
+  for (int round = 0; round < 3; ++round) {
+    const std::string run_id = "r" + std::to_string(round);
+    home.send_command(start_continuing(run_id, 1'000'000, 0));
+    next_of(home, "run_started");
+    std::vector<std::unique_ptr<test_peer>> followers;
+    for (int i = 0; i < 3; ++i) {
+      followers.push_back(std::make_unique<test_peer>(server.port(), target_for(session)));
+      followers.back()->expect_event("connected");
+    }
+    for (int cycle = 0; cycle < 4; ++cycle) {
+      for (auto& follower : followers) {
+        follower->send_command(attach(run_id, -1));
+        next_of(*follower, "run_attached");
+        // A contiguous stream from wherever the history starts.
+        std::optional<std::uint64_t> previous;
+        for (int n = 0; n < 50; ++n) {
+          auto event = follower->next_event();
+          REQUIRE(event);
+          const json& payload = (*event)["payload"];
+          if ((*event)["event_type"] == "run_gap" || payload.value("run_id", "") != run_id) {
+            continue;
+          }
+          const std::uint64_t seq = payload["seq"];
+          if (previous) REQUIRE(seq == *previous + 1);
+          previous = seq;
+        }
+      }
+      // One detaches, one drops its connection, one stays.
+      followers[0]->send_command({{"command", "detach_run"}, {"run_id", run_id}});
+      followers[1]->abort();
+      followers[1] = std::make_unique<test_peer>(server.port(), target_for(session));
+      followers[1]->expect_event("connected");
+      next_of(*followers[0], "run_detached");
+      followers[2]->send_command({{"command", "detach_run"}, {"run_id", run_id}});
+      next_of(*followers[2], "run_detached");
+    }
+    // Cancelled from a follower while the home and others stream it.
+    followers[2]->send_command(attach(run_id, -1));
+    next_of(*followers[2], "run_attached");
+    followers[0]->send_command({{"command", "cancel_run"}, {"run_id", run_id}});
+    const json cancelled = next_of(*followers[0], "run_cancelled");
+    CHECK(cancelled["payload"]["reason"] == "client");
+    const auto rest = followers[2]->events_until_terminal(run_id);
+    CHECK(rest.back()["event_type"] == "run_cancelled");
+    CHECK(rest.back()["payload"]["seq"] == cancelled["payload"]["seq"]);
+    home.events_until_terminal(run_id);
+    CHECK(listed_state(home, run_id) == "cancelled");
+  }
 }
