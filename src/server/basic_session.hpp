@@ -137,6 +137,9 @@ class basic_session final : public home_follower, public session, public run_mai
 
   // home_follower: the runs this connection started and follows.
   boost::asio::awaitable<bool> wait_for_room(server_run& run) override;
+  bool has_room_now(const server_run& run) override {
+    return !outbox_.closed() && !run.cancelled() && outbox_.has_room() && reserve_output();
+  }
   boost::asio::awaitable<void> yield_to_commands(server_run& run) override;
   void queue_run_event(std::uint64_t serial, std::string_view frame) override {
     queue_event([&](std::string& out) { out.append(frame); }, frame_tag{serial, true});

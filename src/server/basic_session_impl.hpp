@@ -375,10 +375,7 @@ void basic_session<Transport>::configure_websocket() {
 
 template <class Transport>
 asio::awaitable<bool> basic_session<Transport>::wait_for_room(server_run& run) {
-  // Cheap when there is room: no coroutine of its own then.
-  if (!outbox_.closed() && !run.cancelled() && outbox_.has_room() && reserve_output()) {
-    co_return true;
-  }
+  if (has_room_now(run)) co_return true;
   const bool room = co_await wait_for_outbox_room(shared_self(), run);
   co_return room;
 }

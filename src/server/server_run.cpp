@@ -113,8 +113,13 @@ asio::awaitable<bool> server_run::agent_emit(std::string_view text) {
     }
     if (cancelled_) co_return false;
   }
-  const bool room = co_await wait_for_room();
-  if (!room) co_return false;
+  // The common case, room everywhere, awaits nothing.
+  const bool room_now =
+      (!home_follower_ || home_follower_->has_room_now(*this)) && mailboxes_have_room();
+  if (!room_now) {
+    const bool room = co_await wait_for_room();
+    if (!room) co_return false;
+  }
   emit_event(text);
   co_return true;
 }
@@ -186,8 +191,16 @@ asio::awaitable<void> server_run::execute(std::shared_ptr<server_run> self,
   }
 }
 
-asio::awaitable<bool> server_run::wait_for_room() {
+bool server_run::mailboxes_have_room() {
+  if (mailboxes_.empty()) return true;
   const auto self = shared_from_this();
+  for (const auto& mailbox : mailboxes_) {
+    if (!mailbox->room_for_run(self)) return false;
+  }
+  return true;
+}
+
+asio::awaitable<bool> server_run::wait_for_room() {
   for (;;) {
     if (cancelled_) co_return false;
     if (home_follower* home = home_follower_) {
@@ -200,14 +213,7 @@ asio::awaitable<bool> server_run::wait_for_room() {
         continue;
       }
     }
-    bool full = false;
-    for (const auto& mailbox : mailboxes_) {
-      if (!mailbox->room_for_run(self)) {
-        full = true;
-        break;
-      }
-    }
-    if (!full) co_return true;
+    if (mailboxes_have_room()) co_return true;
     wakeup_.expires_at(asio::steady_timer::time_point::max());
     co_await wakeup_.async_wait(nothrow);
   }

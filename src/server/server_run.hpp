@@ -59,6 +59,9 @@ class home_follower {
   // Until the connection can take one more event; false once it closed or
   // the run was cancelled.
   virtual boost::asio::awaitable<bool> wait_for_room(server_run& run) = 0;
+  // Whether the connection can take one more event now (no suspension: the
+  // common case of an event costs no coroutine).
+  virtual bool has_room_now(const server_run& run) = 0;
   // Lets commands the connection already received act before the run's next
   // slice (see basic_session's yield_to_commands).
   virtual boost::asio::awaitable<void> yield_to_commands(server_run& run) = 0;
@@ -207,6 +210,8 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   boost::asio::awaitable<bool> agent_sleep(std::chrono::milliseconds duration);
 
  private:
+  // Every mailbox has room (a full one wakes the run when it has some).
+  bool mailboxes_have_room();
   // Until every follower has room for one more event; false once cancelled.
   boost::asio::awaitable<bool> wait_for_room();
   void emit_event(std::string_view text);
