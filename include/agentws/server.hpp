@@ -136,6 +136,8 @@ struct server_stats {
   std::uint64_t output_bytes_reserved = 0;    // what connections hold of it now
   std::uint64_t memory_budget_waits = 0;      // a connection waited for the budget
   std::uint64_t memory_budget_closes = 0;     // closed for taking nothing while it was reached
+  std::uint64_t runs_retained = 0;            // ended runs still attachable (their histories)
+  std::uint64_t runs_detached = 0;            // going runs no connection follows
 };
 
 // The socket limit in force: server_config::max_sockets, or its default.

@@ -202,7 +202,9 @@ int main(int argc, char** argv) {
                                     (stats.runs_started - last_seen.runs_started);
       last_seen = stats;
       const std::uint64_t peak = trim.peak();
-      const std::uint64_t load = std::max(stats.sockets_open + stats.runs_active, arrived);
+      // Ended runs kept for a later attach hold their histories: they are load.
+      const std::uint64_t load =
+          std::max(stats.sockets_open + stats.runs_active + stats.runs_retained, arrived);
       if (trim.observe(load)) {
         const std::int64_t released = agentws::give_back_free_memory();
         spdlog::info(

@@ -345,7 +345,11 @@ void server::stop(std::function<void()> on_stopped) {
   impl_->stop(std::move(on_stopped));
 }
 server_stats server::stats() const {
-  return impl_->state_->counters.snapshot();
+  server_stats stats = impl_->state_->counters.snapshot();
+  const detail::registry_counts runs = impl_->state_->registry->counts();
+  stats.runs_retained = runs.retained;
+  stats.runs_detached = runs.detached;
+  return stats;
 }
 const server_config& server::config() const noexcept {
   return impl_->state_->config;
