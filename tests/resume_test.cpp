@@ -110,6 +110,10 @@ TEST_CASE("connected announces protocol 2, resume, a session and the history lim
   CHECK(payload["limits"]["history_events"] == 1024);
   CHECK(payload["limits"]["retention_ms"] == 600000);
 
+  // A session with no run has nothing to resume: its key is not kept.
+  test_peer idle_again(server.port(), target_for(payload["session"]));
+  CHECK(idle_again.expect_event("connected")["payload"]["resumed"] == false);
+  peer.run_to_completion("r");
   test_peer again(server.port(), target_for(payload["session"]));
   const json resumed = again.expect_event("connected");
   CHECK(resumed["payload"]["session"] == payload["session"]);

@@ -248,11 +248,11 @@ TEST_CASE("run_registry: past the per-owner bound, the runs that ended first are
   CHECK(listed[1].run_id == "r4");
 }
 
-TEST_CASE("session_keys: unguessable keys, resumed by key, forgotten after the retention",
+TEST_CASE("session_keys: unguessable keys, resumed by key once they own runs, then forgotten",
           "[session_keys]") {
   using std::chrono::milliseconds;
   session_keys sessions(milliseconds(1000));
-  const auto first = sessions.open("");
+  auto first = sessions.open("");
   CHECK_FALSE(first.resumed);
   CHECK(first.key.size() == 32);
   CHECK(first.key.find_first_not_of("0123456789abcdef") == std::string::npos);
@@ -260,7 +260,12 @@ TEST_CASE("session_keys: unguessable keys, resumed by key, forgotten after the r
   for (int i = 0; i < 100; ++i)
     keys.insert(sessions.open("").key);
   CHECK(keys.size() == 101);
+  // An idle connection's session is not in the table: nothing to resume.
+  CHECK(sessions.size() == 0);
+  CHECK_FALSE(sessions.open(first.key).resumed);
 
+  sessions.keep(first);  // its first run
+  CHECK(sessions.size() == 1);
   const auto again = sessions.open(first.key);
   CHECK(again.resumed);
   CHECK(again.serial == first.serial);
@@ -270,12 +275,12 @@ TEST_CASE("session_keys: unguessable keys, resumed by key, forgotten after the r
   CHECK(unknown.key != "0123456789abcdef0123456789abcdef");
 
   const auto none = [](std::uint64_t) { return false; };
-  // Every session still has its connection open: none is forgotten.
+  // Both connections of the kept session are open: it stays.
   CHECK(sessions.expire(t0 + std::chrono::hours(1), none) == 0);
-  CHECK(sessions.size() == 102);
   SECTION("a session with an open connection or with runs is kept") {
     session_keys small(milliseconds(1000));
-    const auto s = small.open("");
+    auto s = small.open("");
+    small.keep(s);
     CHECK(small.expire(t0 + std::chrono::hours(1), none) == 0);
     small.close(s.serial, t0, true);
     CHECK(small.expire(t0 + milliseconds(999), none) == 0);
@@ -285,7 +290,8 @@ TEST_CASE("session_keys: unguessable keys, resumed by key, forgotten after the r
   }
   SECTION("a session left with no connection and no runs is forgotten at once") {
     session_keys small(milliseconds(1000));
-    const auto s = small.open("");
+    auto s = small.open("");
+    small.keep(s);
     const auto twice = small.open(s.key);
     small.close(s.serial, t0, false);
     CHECK(small.size() == 1);  // one connection still open

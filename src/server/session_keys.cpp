@@ -24,23 +24,28 @@ session_keys::opened session_keys::open(std::string_view presented) {
     auto it = sessions_.find(std::string(presented));
     if (it != sessions_.end()) {
       ++it->second.connections;
-      return {it->first, it->second.serial, true};
+      return {it->first, it->second.serial, true, true};
     }
   }
   std::string key = new_key();
   while (sessions_.contains(key))
     key = new_key();
-  const std::uint64_t serial = next_serial_++;
-  sessions_.emplace(key, session{serial, 1, {}});
-  keys_.emplace(serial, key);
-  return {std::move(key), serial, false};
+  return {std::move(key), next_serial_++, false, false};
+}
+
+void session_keys::keep(opened& session) {
+  if (session.kept) return;
+  std::lock_guard lock(mutex_);
+  session.kept = true;
+  sessions_.emplace(session.key, session_entry{session.serial, 1, {}});
+  keys_.emplace(session.serial, session.key);
 }
 
 void session_keys::close(std::uint64_t serial, clock::time_point now, bool has_runs) {
   std::lock_guard lock(mutex_);
   auto key = keys_.find(serial);
   if (key == keys_.end()) return;
-  session& found = sessions_.at(key->second);
+  session_entry& found = sessions_.at(key->second);
   if (found.connections > 0) --found.connections;
   found.last_closed = now;
   if (found.connections == 0 && !has_runs) {
@@ -54,7 +59,7 @@ std::size_t session_keys::expire(clock::time_point now,
   std::lock_guard lock(mutex_);
   std::size_t forgotten = 0;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
-    const session& found = it->second;
+    const session_entry& found = it->second;
     if (found.connections == 0 && now - found.last_closed >= retention_ &&
         !has_runs(found.serial)) {
       keys_.erase(found.serial);

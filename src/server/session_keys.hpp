@@ -28,9 +28,16 @@ class session_keys {
     std::string key;
     std::uint64_t serial = 0;
     bool resumed = false;
+    bool kept = false;  // in the table: resumable (see keep)
   };
-  // A connection opens, presenting `presented` (empty: none).
+  // A connection opens, presenting `presented` (empty: none). A known key
+  // continues its session; otherwise the connection gets a new key, which
+  // the table keeps only once the session owns a run (keep): an idle
+  // connection costs no entry, and a key with nothing behind it has nothing
+  // to resume.
   opened open(std::string_view presented);
+  // The session starts owning runs: its key becomes resumable.
+  void keep(opened& session);
   // A connection of session `serial` closed at `now`. A session left with
   // no connection and no runs (`has_runs` false) is forgotten at once: there
   // is nothing to resume, and a key kept for nothing is memory kept for
@@ -45,7 +52,7 @@ class session_keys {
   static std::string owner_of(std::uint64_t serial) { return "session:" + std::to_string(serial); }
 
  private:
-  struct session {
+  struct session_entry {
     std::uint64_t serial = 0;
     std::size_t connections = 0;
     clock::time_point last_closed{};
@@ -54,8 +61,8 @@ class session_keys {
 
   const std::chrono::milliseconds retention_;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, session> sessions_;    // by key
-  std::unordered_map<std::uint64_t, std::string> keys_;  // by serial
+  std::unordered_map<std::string, session_entry> sessions_;  // by key
+  std::unordered_map<std::uint64_t, std::string> keys_;      // by serial
   std::uint64_t next_serial_ = 1;
 };
 
