@@ -132,25 +132,3 @@ TEST_CASE("when the budget stays reached, the largest clients taking nothing are
     CHECK(pick_slow_consumers(holders, 50 * block, 60 * block).empty());
   }
 }
-
-TEST_CASE("memory_budget: memory counted as it is makes the budget reached, never waits",
-          "[memory_budget]") {
-  constexpr std::size_t block = agentws::detail::memory_budget::block_bytes;
-  agentws::detail::memory_budget budget(64 * block);
-  agentws::detail::memory_budget::holding history, output;
-  budget.set_counted(history, 47 * block + 5);  // exact, not rounded to blocks
-  CHECK(budget.reserved() == 47 * block + 5);
-  CHECK_FALSE(budget.reached());
-  budget.set_counted(history, 70 * block);  // past the whole budget: still counted
-  CHECK(budget.reserved() == 70 * block);
-  CHECK(budget.reached());
-  CHECK_FALSE(budget.reserve(output, 1, 1));  // output waits for it
-  bool woken = false;
-  budget.wait([&] { woken = true; });
-  budget.set_counted(history, 10 * block);
-  CHECK(woken);
-  CHECK(budget.reserve(output, 1, 1));
-  budget.release_all(history);
-  budget.release_all(output);
-  CHECK(budget.reserved() == 0);
-}

@@ -144,7 +144,6 @@ class basic_session final : public home_follower, public session, public run_mai
   void queue_run_event(std::uint64_t serial, std::string_view frame) override {
     queue_event([&](std::string& out) { out.append(frame); }, frame_tag{serial, true});
   }
-  void count_history(std::ptrdiff_t delta) override;
   void queue_run_done(server_run& run, std::uint64_t serial, std::string_view frame) override;
   void queue_run_cancelled(server_run& run, std::uint64_t serial,
                            const cancel_notice& notice) override;
@@ -274,10 +273,6 @@ class basic_session final : public home_follower, public session, public run_mai
   // Mailboxes left with frames when the outbox was full: drained again as
   // the writer makes room.
   bool mailbox_frames_left_ = false;
-  // What the histories of the runs this connection started and follows hold,
-  // counted in the memory budget apart from the output (memory_budget::
-  // set_counted): they make the budget reached sooner, never wait.
-  memory_budget::holding history_holding_;
   // Who owns the runs this connection starts: the token's name, or the
   // session ("session:<serial>"); and the session's key, announced in
   // `connected`, never logged.

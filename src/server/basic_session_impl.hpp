@@ -131,7 +131,6 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
 template <class Transport>
 basic_session<Transport>::~basic_session() {
   state_->budget.release_all(budget_holding_);
-  state_->budget.release_all(history_holding_);
   if (upgraded_) state_->close_websocket();
   state_->release_socket(socket_id_);
   state_->remove_session(id_);
@@ -413,7 +412,7 @@ bool basic_session<Transport>::reserve_output() noexcept {
   }
   const bool granted = state_->budget.reserve(
       budget_holding_, needed, state_->counters.connections_open.load(std::memory_order_relaxed));
-  budget_held_.store(budget_holding_.bytes + history_holding_.bytes, std::memory_order_relaxed);
+  budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
   return granted;
 }
 
@@ -424,7 +423,7 @@ void basic_session<Transport>::release_output() {
   // holds (two chunks at most) goes with its socket, and counting it would
   // keep the budget reached for the closing handshake's time.
   state_->budget.release_to(budget_holding_, slow_close_started_ ? 0 : output_memory());
-  budget_held_.store(budget_holding_.bytes + history_holding_.bytes, std::memory_order_relaxed);
+  budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
 }
 
 template <class Transport>
@@ -1044,14 +1043,6 @@ void basic_session<Transport>::list_runs(const list_runs_command& command) {
                                   entry.state, entry.run ? entry.run->last_seq() : 0, attached});
   }
   queue_answer([&](std::string& out) { append_runs(out, now(), listing, command.request_id); });
-}
-
-template <class Transport>
-void basic_session<Transport>::count_history(std::ptrdiff_t delta) {
-  state_->budget.set_counted(
-      history_holding_,
-      static_cast<std::size_t>(static_cast<std::ptrdiff_t>(history_holding_.bytes) + delta));
-  budget_held_.store(budget_holding_.bytes + history_holding_.bytes, std::memory_order_relaxed);
 }
 
 template <class Transport>

@@ -85,18 +85,6 @@ void memory_budget::release_to(holding& held, std::size_t needed) {
   if (after < limit_ && waiter_count_.load(std::memory_order_seq_cst) != 0) wake_waiters();
 }
 
-void memory_budget::set_counted(holding& held, std::size_t bytes) {
-  if (bytes >= held.bytes) {
-    reserved_.fetch_add(bytes - held.bytes, std::memory_order_relaxed);
-    held.bytes = bytes;
-    return;
-  }
-  const std::size_t freed = held.bytes - bytes;
-  held.bytes = bytes;
-  const std::size_t after = reserved_.fetch_sub(freed, std::memory_order_seq_cst) - freed;
-  if (after < limit_ && waiter_count_.load(std::memory_order_seq_cst) != 0) wake_waiters();
-}
-
 void memory_budget::wait(std::function<void()> wake) {
   {
     std::lock_guard lock(waiters_mutex_);

@@ -62,10 +62,6 @@ class memory_budget {
   // waiting.
   void release_to(holding& held, std::size_t needed);
   void release_all(holding& held) { release_to(held, 0); }
-  // Makes `held` exactly `bytes`, whatever the budget holds: for memory that
-  // is there already (the runs' histories), counted so that the budget is
-  // reached sooner and the output buffers wait, never the runs themselves.
-  void set_counted(holding& held, std::size_t bytes);
 
   // Calls `wake` once, from the thread that makes room (or at once if there
   // is room already): it must only post to its own connection's executor.

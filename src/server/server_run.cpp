@@ -160,7 +160,6 @@ std::string_view server_run::begin(home_follower& follower, std::uint64_t serial
   const std::uint64_t seq = log_.append([&](std::string& out, std::uint64_t) {
     append_run_started(out, now(), run_id(), request_id);
   });
-  count_history();
   return log_.at(seq);
 }
 
@@ -226,10 +225,7 @@ void server_run::emit_event(std::string_view text) {
     append_run_event(out, ts, run_id(), step, event_seq, text);
   });
   const std::string_view frame = log_.at(seq);
-  if (home_follower_) {
-    home_follower_->queue_run_event(home_serial_, frame);
-    count_history();
-  }
+  if (home_follower_) home_follower_->queue_run_event(home_serial_, frame);
   for (const auto& mailbox : mailboxes_)
     mailbox->push(frame, run_mailbox::kind::frame);
   last_seq_.store(seq, std::memory_order_relaxed);

@@ -66,9 +66,6 @@ class home_follower {
   // slice (see basic_session's yield_to_commands).
   virtual boost::asio::awaitable<void> yield_to_commands(server_run& run) = 0;
   virtual void queue_run_event(std::uint64_t serial, std::string_view frame) = 0;
-  // The run's history grew or shrank by `delta` bytes: the connection counts
-  // it in the memory budget (runs nobody follows count in no connection's).
-  virtual void count_history(std::ptrdiff_t delta) = 0;
   // The run's terminal events; after either, the run no longer calls this follower.
   virtual void queue_run_done(server_run& run, std::uint64_t serial, std::string_view frame) = 0;
   virtual void queue_run_cancelled(server_run& run, std::uint64_t serial,
@@ -225,24 +222,8 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   bool may_detach(server_state& state);
   void adopted(server_state& state);
   void cancel_if_going(cancel_reason reason, server_state& state);
-  // Tells the home follower how much memory the history holds now.
-  void count_history() {
-    if (!home_follower_) return;
-    const std::size_t now = log_.memory_bytes();
-    if (now == history_counted_) return;
-    home_follower_->count_history(static_cast<std::ptrdiff_t>(now) -
-                                  static_cast<std::ptrdiff_t>(history_counted_));
-    history_counted_ = now;
-  }
-  // The home follower stops following, and counting the history.
-  home_follower* release_home() {
-    home_follower* home = std::exchange(home_follower_, nullptr);
-    if (home && history_counted_ > 0) {
-      home->count_history(-static_cast<std::ptrdiff_t>(history_counted_));
-    }
-    history_counted_ = 0;
-    return home;
-  }
+  // The home follower stops following.
+  home_follower* release_home() { return std::exchange(home_follower_, nullptr); }
 
   const settings settings_;
   const boost::asio::any_io_executor home_;
@@ -259,7 +240,6 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   unsigned emits_since_yield_ = 0;
   home_follower* home_follower_ = nullptr;  // null: the home connection does not follow
   std::uint64_t home_serial_ = 0;
-  std::size_t history_counted_ = 0;  // what the home follower counts of the history
   std::vector<std::shared_ptr<run_mailbox>> mailboxes_;
   std::atomic<std::uint64_t> last_seq_{0};
   std::atomic<run_state_name> state_{run_state_name::running};
