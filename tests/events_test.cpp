@@ -256,7 +256,9 @@ TEST_CASE("Event builders write the contract's exact bytes", "[protocol][events]
   }
   SECTION("run_started") {
     agentws::append_run_started(out, "T", "run-001", std::nullopt);
-    CHECK(out == R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "run-001", "seq": 0}})");
+    CHECK(
+        out ==
+        R"({"event_type": "run_started", "ts": "T", "payload": {"run_id": "run-001", "seq": 0}})");
   }
   SECTION("run_started with a request_id") {
     agentws::append_run_started(out, "T", "run-001", "req-1");
@@ -430,8 +432,7 @@ TEST_CASE("Every built event is valid JSON and reads back with parse_event",
   SECTION("run_started") {
     agentws::append_run_started(out, ts, "run-001", "req-1");
     const json document = parsed_json(out);
-    CHECK(document["payload"] ==
-          json{{"run_id", "run-001"}, {"seq", 0}, {"request_id", "req-1"}});
+    CHECK(document["payload"] == json{{"run_id", "run-001"}, {"seq", 0}, {"request_id", "req-1"}});
 
     const received_event event = parsed(out);
     CHECK(event.kind == event_kind::run_started);

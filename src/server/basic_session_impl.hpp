@@ -856,8 +856,7 @@ void basic_session<Transport>::start_run(start_run_command command) {
   // connection, not retained for later attaches.
   const bool freed_with_connection =
       command.on_disconnect == disconnect_policy::cancel && command.detach_grace_ms == 0;
-  switch (state_->registry->start(owner_, run->run_id(), run,
-                                  freed_with_connection ? id_ : 0)) {
+  switch (state_->registry->start(owner_, run->run_id(), run, freed_with_connection ? id_ : 0)) {
     case start_verdict::started:
       break;
     case start_verdict::already_active:
@@ -956,9 +955,9 @@ asio::awaitable<void> basic_session<Transport>::attach_run(attach_run_command co
     co_return;
   }
   const std::uint64_t serial = next_run_serial_++;
-  auto mailbox = std::make_shared<run_mailbox>(
-      ws_.get_executor(), std::weak_ptr<run_mailbox::reader>(shared_self()),
-      state_->config.outbox_bytes);
+  auto mailbox = std::make_shared<run_mailbox>(ws_.get_executor(),
+                                               std::weak_ptr<run_mailbox::reader>(shared_self()),
+                                               state_->config.outbox_bytes);
   runs_.emplace(command.run_id, followed_run{run, serial, mailbox});
   const auto attached = co_await asio::co_spawn(
       run->home(),
@@ -970,11 +969,10 @@ asio::awaitable<void> basic_session<Transport>::attach_run(attach_run_command co
       asio::use_awaitable);
   if (attached == server_run::attach_result::past_the_end) {
     stop_following(command.run_id, run.get());
-    protocol_error error = run_not_found_error(command.run_id, command.request_id);
-    error.code = protocol_error_code::invalid_option;
-    error.message = "after_seq is past the run's last event (last_seq " +
-                    std::to_string(run->last_seq()) + ")";
-    send_error(error);
+    send_error(protocol_error{
+        protocol_error_code::invalid_option,
+        "after_seq is past the run's last event (last_seq " + std::to_string(run->last_seq()) + ")",
+        command.run_id, command.request_id, std::nullopt});
     co_return;
   }
   // run_attached, run_gap, the replay: as much as the outbox takes now, the
@@ -1016,8 +1014,7 @@ asio::awaitable<void> basic_session<Transport>::detach_run(detach_run_command co
   if (!detached) {
     send_error(run_limit_error(std::move(command.run_id), std::move(command.request_id),
                                "Too many detached runs on this server (limit " +
-                                   std::to_string(state_->config.limits.max_detached_runs) +
-                                   ")"));
+                                   std::to_string(state_->config.limits.max_detached_runs) + ")"));
     co_return;
   }
   // Frames still in the mailbox were not sent: they stay in the run's
@@ -1039,8 +1036,8 @@ void basic_session<Transport>::list_runs(const list_runs_command& command) {
     const auto followed = runs_.find(entry.run_id);
     const bool attached = followed != runs_.end() && followed->second.run == entry.run;
     listing.push_back(run_listing{std::move(entry.run_id),
-                                  entry.run ? entry.run->agent_name() : std::string(),
-                                  entry.state, entry.run ? entry.run->last_seq() : 0, attached});
+                                  entry.run ? entry.run->agent_name() : std::string(), entry.state,
+                                  entry.run ? entry.run->last_seq() : 0, attached});
   }
   queue_answer([&](std::string& out) { append_runs(out, now(), listing, command.request_id); });
 }
@@ -1072,9 +1069,8 @@ void basic_session<Transport>::queue_run_cancelled(server_run& run, std::uint64_
       std::sort(shutdown_taken_back_.begin(), shutdown_taken_back_.end());
       take_back_waiting_chunk(shutdown_taken_back_);
     }
-    const auto it =
-        std::lower_bound(shutdown_taken_back_.begin(), shutdown_taken_back_.end(),
-                         std::pair<std::uint64_t, std::size_t>(serial, 0));
+    const auto it = std::lower_bound(shutdown_taken_back_.begin(), shutdown_taken_back_.end(),
+                                     std::pair<std::uint64_t, std::size_t>(serial, 0));
     if (it != shutdown_taken_back_.end() && it->first == serial) taken_back = it->second;
   }
   announce_cancel(run, serial, notice, taken_back);
