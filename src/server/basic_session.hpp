@@ -1,19 +1,25 @@
-// One WebSocket connection over some transport, from its first byte to its
-// close. `Transport` is the stream under the WebSocket: beast::tcp_stream,
+// One connection over some transport, from its first byte to its close.
+// `Transport` is the stream under the WebSocket: beast::tcp_stream,
 // beast::ssl_stream<beast::tcp_stream>, or an in-memory stream in the fuzzer.
 //
-// Everything of a session runs on its own strand: the TLS and HTTP phases,
-// then one reader (commands), one writer (draining the outbox: it frames
-// data frames straight into the coalescing layer, which Beast's own frames,
-// pings, pongs and the close, enter through its async_write_some; started by
-// the first frame queued and ended when the connection goes idle, never two
-// at once) and one coroutine per run. No
-// locks inside; other threads reach a session only through shutdown() and
-// force_close(), which post to it.
+// Three parts, each its own unit:
+// - the HTTP phase (http_phase.hpp): TLS, routes, access checks, admitting
+//   the upgrade;
+// - the WebSocket session (this class): one reader (commands), one writer
+//   (draining the outbox: it frames data frames straight into the coalescing
+//   layer, which Beast's own frames, pings, pongs and the close, enter
+//   through its async_write_some; started by the first frame queued and
+//   ended when the connection goes idle, never two at once), the output's
+//   share of the memory budget and the liveness checks
+//   (basic_session_impl.hpp);
+// - the runs it follows and the commands on them (basic_session_runs.hpp).
+// The connection's and the writer's life is one explicit state
+// (connection_state.hpp).
+//
+// Everything of a connection runs on its own strand. No locks inside; other
+// threads reach it only through the `session` interface, which posts to it,
+// and runs of other strands through their mailboxes.
 #pragma once
-
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -37,9 +43,12 @@
 #include "agentws/events.hpp"
 #include "common/coalescing_stream.hpp"
 #include "common/outbox.hpp"
+#include "server/connection_state.hpp"
+#include "server/http_routes.hpp"
 #include "server/server_run.hpp"
 #include "server/server_state.hpp"
 #include "server/session.hpp"
+#include "server/transport_ops.hpp"
 
 namespace agentws::detail {
 
@@ -71,56 +80,6 @@ struct cancels_in_flush {
     });
   }
 };
-
-// What a session needs of the lowest layer (the TCP stream, or the fuzzer's
-// in-memory one), beyond reading and writing.
-template <class Lowest>
-struct lowest_layer_ops;
-
-template <>
-struct lowest_layer_ops<boost::beast::tcp_stream> {
-  static void close(boost::beast::tcp_stream& stream) {
-    boost::system::error_code ignored;
-    stream.socket().close(ignored);
-  }
-  static void shutdown_send(boost::beast::tcp_stream& stream) {
-    boost::system::error_code ignored;
-    stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
-  }
-  static void expires_after(boost::beast::tcp_stream& stream, std::chrono::milliseconds timeout) {
-    stream.expires_after(timeout);
-  }
-  static void expires_never(boost::beast::tcp_stream& stream) { stream.expires_never(); }
-  // Bytes in the kernel's send queue not yet acknowledged by the peer: when
-  // it shrinks, the peer is taking what we sent.
-  static std::size_t unacked_bytes(boost::beast::tcp_stream& stream) {
-    int bytes = 0;
-    if (::ioctl(stream.socket().native_handle(), SIOCOUTQ, &bytes) != 0 || bytes < 0) return 0;
-    return static_cast<std::size_t>(bytes);
-  }
-  // Bytes received from the peer that no read has taken yet.
-  static std::size_t readable_bytes(boost::beast::tcp_stream& stream) {
-    int bytes = 0;
-    if (::ioctl(stream.socket().native_handle(), FIONREAD, &bytes) != 0 || bytes < 0) return 0;
-    return static_cast<std::size_t>(bytes);
-  }
-  // "address:port" of the peer for the logs ("[v6]:port"); "unknown" once closed.
-  static std::string peer_address(boost::beast::tcp_stream& stream) {
-    boost::system::error_code ec;
-    const auto endpoint = stream.socket().remote_endpoint(ec);
-    if (ec) return "unknown";
-    const auto address = endpoint.address();
-    const std::string host =
-        address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
-    return host + ":" + std::to_string(endpoint.port());
-  }
-};
-
-// Whether the transport needs a TLS handshake before HTTP.
-template <class Transport>
-inline constexpr bool is_tls_transport = false;
-template <class Next>
-inline constexpr bool is_tls_transport<boost::beast::ssl_stream<Next>> = true;
 
 template <class Transport>
 class basic_session final : public home_follower, public session, public run_mailbox::reader {
@@ -162,8 +121,9 @@ class basic_session final : public home_follower, public session, public run_mai
   Transport& transport() noexcept { return ws_.next_layer().next_layer(); }
 
   boost::asio::awaitable<void> serve(std::shared_ptr<basic_session> self);
-  boost::asio::awaitable<bool> tls_handshake();
-  boost::asio::awaitable<bool> serve_http();
+  // The upgrade admitted by the HTTP phase: the WebSocket handshake, and who
+  // owns this connection's runs. False: it failed (the socket is closed).
+  boost::asio::awaitable<bool> accept_websocket(http_request& request);
   void configure_websocket();
   boost::asio::awaitable<void> read_commands();
   boost::asio::awaitable<void> write_frames(std::shared_ptr<basic_session> self);
@@ -231,7 +191,6 @@ class basic_session final : public home_follower, public session, public run_mai
   // Liveness after the upgrade (see check_liveness).
   void arm_liveness_check();
   void check_liveness();
-  void note_handshake_deadline();
   // Sends 1008 behind what is buffered and closes the socket if that stalls too.
   void close_slow_consumer(close_cause cause = close_cause::slow_consumer);
   void close_socket();
@@ -265,6 +224,8 @@ class basic_session final : public home_follower, public session, public run_mai
   std::string_view now();
 
   std::shared_ptr<server_state> state_;
+  // The connection's and its writer's life (see connection_state).
+  connection_state life_;
   websocket_stream ws_;
   boost::beast::flat_buffer read_buffer_;
   outbox outbox_;
@@ -297,8 +258,6 @@ class basic_session final : public home_follower, public session, public run_mai
   timestamp_formatter clock_;
   std::string now_;
   std::uint64_t id_ = 0;
-  bool upgraded_ = false;
-  bool closing_ = false;
   std::optional<boost::beast::websocket::close_reason> close_reason_;
 
   // For the cancel-latency histogram: when the command being handled was
@@ -339,10 +298,6 @@ class basic_session final : public home_follower, public session, public run_mai
   std::chrono::steady_clock::time_point quiet_since_;
   bool ping_outstanding_ = false;
   bool watchdog_armed_ = false;
-  bool writer_running_ = false;
-  bool writer_finished_ = false;  // the outbox closed or the socket failed
-  bool write_in_flight_ = false;
-  bool slow_close_started_ = false;
 
   memory_budget::holding budget_holding_;
   bool budget_wake_requested_ = false;
@@ -358,3 +313,4 @@ class basic_session final : public home_follower, public session, public run_mai
 }  // namespace agentws::detail
 
 #include "server/basic_session_impl.hpp"
+#include "server/basic_session_runs.hpp"

@@ -1,4 +1,6 @@
-// basic_session's definitions; included by basic_session.hpp only.
+// basic_session's life, reader, writer, output budget and liveness;
+// included by basic_session.hpp only (its commands and runs are in
+// basic_session_runs.hpp).
 #pragma once
 
 #include <spdlog/spdlog.h>
@@ -15,6 +17,7 @@
 #include <cstring>
 
 #include "common/log_failure.hpp"
+#include "server/http_phase.hpp"
 #include "server/http_routes.hpp"
 
 namespace agentws::detail {
@@ -25,10 +28,6 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 using boost::system::error_code;
 
-namespace session_detail {
-
-inline constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
-
 // A run that lets commands received go first (see yield_to_commands) emits
 // again once the reader stayed idle for this many trips through the strand,
 // or after this many trips in which bytes on the socket made no command.
@@ -38,75 +37,6 @@ inline constexpr unsigned trips_before_emitting_anyway = 16;
 // The read buffer's capacity kept between commands; past it, it is given back
 // after the message (typical commands are a few hundred bytes).
 inline constexpr std::size_t kept_read_buffer_bytes = 16 * 1024;
-
-// Ends of a connection that are part of normal life: logged at debug only.
-inline bool is_expected_end(const error_code& ec) {
-  return ec == websocket::error::closed || ec == asio::error::eof ||
-         ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == beast::error::timeout ||
-         ec == http::error::end_of_stream;
-}
-
-inline std::string server_header(const server_config& config) {
-  return config.identity.name + "/" + config.identity.version;
-}
-
-}  // namespace session_detail
-
-using session_detail::idle_trips_before_emitting;
-using session_detail::is_expected_end;
-using session_detail::kept_read_buffer_bytes;
-using session_detail::nothrow;
-using session_detail::server_header;
-using session_detail::trips_before_emitting_anyway;
-
-// Lets the rest of the strand run. A command the peer already sent must
-// act before this run's next slice, but its read takes a few trips through
-// the strand (a frame already in Beast's buffer completes through a post,
-// bytes still on the socket through the reactor first), each queued behind
-// a plain post: the run got a slice per trip. So while the reader took a
-// command since a run last saw it idle, or bytes wait on the socket, the
-// run yields without emitting, trip after trip: on while the reader takes
-// commands (a burst of them acts before the runs go on), until the reader
-// stays idle for a few trips with nothing on the socket (what came is
-// handled; its next read waits for the network, a partial frame too) or
-// bytes on the socket make no command for a while.
-template <class Transport>
-asio::awaitable<void> basic_session<Transport>::yield_to_commands(server_run& run) {
-  const auto self = shared_self();  // the run may outlive this connection
-  const auto executor = ws_.get_executor();
-  if (!command_pending()) {
-    co_await asio::post(executor, asio::use_awaitable);
-    co_return;
-  }
-  unsigned idle = 0;
-  unsigned no_command = 0;
-  for (;;) {
-    if (outbox_.closed()) co_return;
-    const std::uint64_t commands = commands_read_;
-    if (outbox_.has_answer_room()) {
-      co_await asio::post(executor, asio::use_awaitable);
-    } else {
-      // The reader waits for answer room: so does the run, without
-      // spinning. No deadlock: the writer that makes the room never
-      // waits for runs.
-      co_await outbox_.wait_for_progress();
-    }
-    if (run.cancelled()) co_return;
-    if (commands_read_ != commands) {
-      idle = no_command = 0;
-      continue;
-    }
-    commands_settled_ = commands;
-    if (!command_pending()) {
-      if (++idle >= idle_trips_before_emitting) co_return;
-    } else if (++no_command >= trips_before_emitting_anyway) {
-      co_return;
-    } else {
-      idle = 0;
-    }
-  }
-}
 
 template <class Transport>
 template <class... TransportArgs>
@@ -131,7 +61,7 @@ basic_session<Transport>::basic_session(std::shared_ptr<server_state> state,
 template <class Transport>
 basic_session<Transport>::~basic_session() {
   state_->budget.release_all(budget_holding_);
-  if (upgraded_) state_->close_websocket();
+  if (life_.upgraded()) state_->close_websocket();
   state_->release_socket(socket_id_);
   state_->remove_session(id_);
 }
@@ -159,7 +89,7 @@ void basic_session<Transport>::force_close() {
 template <class Transport>
 void basic_session<Transport>::evict() {
   asio::dispatch(ws_.get_executor(), [self = shared_self()] {
-    if (self->upgraded_) {
+    if (!self->life_.evictable()) {
       // It upgraded meanwhile: keep it, or the accept loop would wait for
       // a close that never comes.
       self->state_->eviction_declined(self->socket_id_);
@@ -174,7 +104,7 @@ void basic_session<Transport>::evict() {
 template <class Transport>
 void basic_session<Transport>::close_for_memory_budget() {
   asio::dispatch(ws_.get_executor(), [self = shared_self()] {
-    if (self->closing_ || !self->upgraded_) return;
+    if (!self->life_.takes_commands()) return;
     self->close_slow_consumer(close_cause::memory_budget);
   });
 }
@@ -198,13 +128,12 @@ asio::awaitable<void> basic_session<Transport>::serve(
   if (state_->stopping()) co_return;
   // One deadline for everything before the upgrade, from the accept: a
   // keep-alive connection cannot live on by sending a request now and then.
-  lowest::expires_after(beast::get_lowest_layer(ws_), state_->config.handshake_timeout);
-  if constexpr (is_tls_transport<Transport>) {
-    const bool secured = co_await tls_handshake();
-    if (!secured) co_return;
-  }
-  const bool upgraded = co_await serve_http();
-  if (!upgraded) co_return;
+  // HTTP goes straight to the transport: the coalescing layer is for frames.
+  std::optional<http_request> upgrade =
+      co_await http_phase<Transport>(*state_, transport(), read_buffer_, id_).serve();
+  if (!upgrade) co_return;
+  const bool accepted = co_await accept_websocket(*upgrade);
+  if (!accepted) co_return;
 
   const std::string peer = lowest::peer_address(beast::get_lowest_layer(ws_));
   spdlog::info("conn {}: websocket open from {}", id_, peer);
@@ -220,6 +149,7 @@ asio::awaitable<void> basic_session<Transport>::serve(
   co_await read_commands();
 
   // The peer is gone or the close handshake is done: nothing more reaches it.
+  life_.close();
   leave_all_runs();
   outbox_.close();
   state_->sessions.close(session_.serial, std::chrono::steady_clock::now(),
@@ -230,125 +160,38 @@ asio::awaitable<void> basic_session<Transport>::serve(
 }
 
 template <class Transport>
-asio::awaitable<bool> basic_session<Transport>::tls_handshake() {
-  auto [ec] = co_await transport().async_handshake(asio::ssl::stream_base::server, nothrow);
-  if (ec) {
-    // Port scanners, plain-HTTP clients and clients that do not trust our
-    // certificate all end here: normal on a public port, so not a warning.
-    if (ec == beast::error::timeout) {
-      note_handshake_deadline();
-    } else {
-      spdlog::debug("conn {}: TLS handshake failed: {}", id_, ec.message());
-    }
+asio::awaitable<bool> basic_session<Transport>::accept_websocket(http_request& request) {
+  life_.upgrade();
+  state_->socket_upgraded(socket_id_);
+  // From here on the WebSocket's own timeouts govern the connection.
+  lowest::expires_never(beast::get_lowest_layer(ws_));
+  configure_websocket();
+  // The 101 waits for `connected` (queued by serve()): one write for both.
+  ws_.next_layer().hold_next_write();
+  auto [accept_error] = co_await ws_.async_accept(request, nothrow);
+  if (accept_error) {
+    spdlog::debug("conn {}: websocket handshake failed: {}", id_, accept_error.message());
+    ws_.next_layer().flush();  // Beast's error response, if it wrote one
+    // Free the slot before the peer can see the close, not when this
+    // object is destroyed (later, maybe on another thread): a client
+    // that retries at once must not meet a 503 for its own old attempt.
+    life_.fail_upgrade();
+    state_->close_websocket();
     close_socket();
     co_return false;
   }
+  // Who owns the runs of this connection: the session it presents (or a
+  // new one); with tokens, the token's holder, whatever the session.
+  session_ = state_->sessions.open(query_parameter(request.target(), "session"));
+  owner_ = state_->access.tokens.empty() ? session_keys::owner_of(session_.serial)
+                                         : "token:" + token_owner(request, state_->access);
+  // Bytes read past the request would be taken as the start of a frame;
+  // a client must wait for the 101 anyway (RFC 6455 4.1), so drop them.
+  read_buffer_.consume(read_buffer_.size());
+  // The request may have grown the buffer well past what frames need;
+  // the WebSocket read prepares its own (about 1.5 KB) from scratch.
+  read_buffer_.shrink_to_fit();
   co_return true;
-}
-
-template <class Transport>
-asio::awaitable<bool> basic_session<Transport>::serve_http() {
-  const server_config& config = state_->config;
-  const std::string server_name = server_header(config);
-  // HTTP goes straight to the transport: the coalescing layer is for frames.
-  Transport& stream = transport();
-  auto& tcp = beast::get_lowest_layer(ws_);
-  for (std::size_t requests = 1;; ++requests) {
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(16 * 1024);
-    parser.body_limit(16 * 1024);
-    auto [read_error, read_bytes] =
-        co_await http::async_read(stream, read_buffer_, parser, nothrow);
-    if (read_error) {
-      if (read_error == http::error::header_limit) {
-        auto response = make_status_response(http::status::request_header_fields_too_large, 11,
-                                             server_name, "Request Header Fields Too Large");
-        co_await http::async_write(stream, response, nothrow);
-      } else if (read_error == http::error::body_limit) {
-        auto response = make_status_response(http::status::payload_too_large, 11, server_name,
-                                             "Content Too Large");
-        co_await http::async_write(stream, response, nothrow);
-      } else if (read_error == beast::error::timeout) {
-        note_handshake_deadline();
-      } else if (!is_expected_end(read_error)) {
-        spdlog::debug("conn {}: bad HTTP request: {}", id_, read_error.message());
-        auto response =
-            make_status_response(http::status::bad_request, 11, server_name, "Bad Request");
-        co_await http::async_write(stream, response, nothrow);
-      }
-      close_socket();
-      co_return false;
-    }
-
-    http_request& request = parser.get();
-    const bool upgrade = websocket::is_upgrade(request) && is_websocket_path(request.target());
-    const bool needs_token = upgrade || target_path(request.target()) == "/metrics";
-    if (auto refusal = check_access(request, state_->access, needs_token)) {
-      spdlog::info("conn {}: refused {} {}: {}", id_, std::string(request.method_string()),
-                   std::string(target_path(request.target())), refusal->reason);
-      auto response =
-          make_status_response(refusal->status, request.version(), server_name, refusal->reason);
-      if (refusal->status == http::status::unauthorized) {
-        response.set(http::field::www_authenticate, "Bearer");
-      }
-      co_await http::async_write(stream, response, nothrow);
-      close_socket();
-      co_return false;
-    }
-    if (upgrade) {
-      if (state_->stopping() || !state_->try_open_websocket()) {
-        auto response =
-            make_status_response(http::status::service_unavailable, request.version(), server_name,
-                                 "Service Unavailable: connection limit reached");
-        response.set(http::field::retry_after, "1");
-        co_await http::async_write(stream, response, nothrow);
-        close_socket();
-        co_return false;
-      }
-      upgraded_ = true;
-      state_->socket_upgraded(socket_id_);
-      // From here on the WebSocket's own timeouts govern the connection.
-      lowest::expires_never(tcp);
-      configure_websocket();
-      // The 101 waits for `connected` (queued by serve()): one write for both.
-      ws_.next_layer().hold_next_write();
-      auto [accept_error] = co_await ws_.async_accept(request, nothrow);
-      if (accept_error) {
-        spdlog::debug("conn {}: websocket handshake failed: {}", id_, accept_error.message());
-        ws_.next_layer().flush();  // Beast's error response, if it wrote one
-        // Free the slot before the peer can see the close, not when this
-        // object is destroyed (later, maybe on another thread): a client
-        // that retries at once must not meet a 503 for its own old attempt.
-        upgraded_ = false;
-        state_->close_websocket();
-        close_socket();
-        co_return false;
-      }
-      // Who owns the runs of this connection: the session it presents (or a
-      // new one); with tokens, the token's holder, whatever the session.
-      session_ = state_->sessions.open(query_parameter(request.target(), "session"));
-      owner_ = state_->access.tokens.empty() ? session_keys::owner_of(session_.serial)
-                                             : "token:" + token_owner(request, state_->access);
-      // Bytes read past the request would be taken as the start of a frame;
-      // a client must wait for the 101 anyway (RFC 6455 4.1), so drop them.
-      read_buffer_.consume(read_buffer_.size());
-      // The request may have grown the buffer well past what frames need;
-      // the WebSocket read prepares its own (about 1.5 KB) from scratch.
-      read_buffer_.shrink_to_fit();
-      co_return true;
-    }
-
-    http_response response =
-        answer_http(request, server_name, {[this] { return state_->counters.render_metrics(); }});
-    if (requests >= config.max_requests_per_connection) response.keep_alive(false);
-    const bool keep_alive = response.keep_alive();
-    auto [write_error, written] = co_await http::async_write(stream, response, nothrow);
-    if (write_error || !keep_alive) {
-      lowest::shutdown_send(tcp);
-      close_socket();
-      co_return false;
-    }
-  }
 }
 
 template <class Transport>
@@ -422,7 +265,7 @@ void basic_session<Transport>::release_output() {
   // A slow consumer being closed gives back all of it: what its layer still
   // holds (two chunks at most) goes with its socket, and counting it would
   // keep the budget reached for the closing handshake's time.
-  state_->budget.release_to(budget_holding_, slow_close_started_ ? 0 : output_memory());
+  state_->budget.release_to(budget_holding_, life_.closing_slow_consumer() ? 0 : output_memory());
   budget_held_.store(budget_holding_.bytes, std::memory_order_relaxed);
 }
 
@@ -468,7 +311,7 @@ void basic_session<Transport>::wait_for_budget() {
 template <class Transport>
 bool basic_session<Transport>::command_pending() {
   if (commands_read_ != commands_settled_) return true;
-  if constexpr (requires(lowest_layer_type& layer) { lowest::readable_bytes(layer); }) {
+  if constexpr (requires(lowest_layer_type & layer) { lowest::readable_bytes(layer); }) {
     return lowest::readable_bytes(beast::get_lowest_layer(ws_)) > 0;
   } else {
     return false;
@@ -498,7 +341,7 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
     ++frames_received_;
     ++commands_read_;  // runs let the reader go first (yield_to_commands)
     command_read_at_ = std::chrono::steady_clock::now();
-    if (!closing_) {
+    if (life_.takes_commands()) {
       if (ws_.got_text()) {
         const auto data = read_buffer_.cdata();
         const std::string_view text(static_cast<const char*>(data.data()), data.size());
@@ -507,7 +350,7 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
             co_await handle_run_command(std::move(*rest));
           }
         } else if (auto parsed = co_await state_->parse_pool.parse(text, state_->config.limits);
-                   parsed && !closing_) {
+                   parsed && life_.takes_commands()) {
           // Parsed on the pool while this thread served other connections
           // (see command_parsing.hpp); nothing was read meanwhile.
           if (auto rest = handle_command(std::move(*parsed))) {
@@ -563,7 +406,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
         cancels_in_outbox_.shrink_to_fit();
         waiting_chunk_.shrink_to_fit();
         finished_runs_.clear();
-        writer_running_ = false;
+        life_.writer_idle();
         note_caught_up();
         co_return;
       }
@@ -575,7 +418,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     if (outbox_.empty()) break;  // closed and drained
     // The peer is closing or gone, or we are closing a slow consumer (its
     // close frame is already behind the last frame it will get).
-    if (!ws_.is_open() || layer.error() || slow_close_started_) break;
+    if (!ws_.is_open() || layer.error() || life_.closing_slow_consumer()) break;
     // Answers first, then events up to one chunk: what is handed to the
     // socket can no longer be overtaken or taken back, so keep it small.
     std::string& wire = layer.raw_buffer();
@@ -613,10 +456,10 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     // One chunk may wait behind the write in flight, no more: the next is
     // taken when that one goes out, so answers queued meanwhile go first.
     if (layer.pending_bytes() > 0) {
-      write_in_flight_ = true;
+      life_.write_started();
       arm_send_watchdog();
       co_await layer.async_wait_pending_at_most(0, nothrow);  // a failure shows in layer.error()
-      write_in_flight_ = false;
+      life_.write_completed();
     }
     note_write_taken(std::chrono::steady_clock::now());
     release_output();
@@ -629,9 +472,9 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
     }
   }
   // The outbox is closed or the socket failed: no writer starts after this one.
-  writer_finished_ = true;
+  life_.writer_finished();
   release_output();
-  if (!slow_close_started_) send_watchdog_.cancel();  // else it is the close deadline
+  if (!life_.closing_slow_consumer()) send_watchdog_.cancel();  // else it is the close deadline
   if (layer.error()) {
     // The peer is gone: its runs end here, counted as cancelled by the
     // disconnect (they will never send a terminal event), and their timers
@@ -649,8 +492,7 @@ asio::awaitable<void> basic_session<Transport>::write_frames(
 
 template <class Transport>
 void basic_session<Transport>::start_writer() {
-  if (writer_running_ || writer_finished_ || !upgraded_) return;
-  writer_running_ = true;
+  if (!life_.start_writer()) return;
   note_write_taken(std::chrono::steady_clock::now());  // output waits from here
   asio::co_spawn(ws_.get_executor(), write_frames(shared_self()),
                  log_failure(fmt::format("conn {}: writer", id_)));
@@ -664,7 +506,7 @@ void basic_session<Transport>::arm_send_watchdog() {
   send_watchdog_.async_wait(
       [self = shared_self(), seen = ws_.next_layer().flushes_completed()](const error_code& ec) {
         self->watchdog_armed_ = false;
-        if (ec || !self->write_in_flight_) return;
+        if (ec || !self->life_.write_in_flight()) return;
         if (self->ws_.next_layer().flushes_completed() != seen) {
           self->arm_send_watchdog();  // slow but moving: look again later
           return;
@@ -675,7 +517,7 @@ void basic_session<Transport>::arm_send_watchdog() {
 
 template <class Transport>
 void basic_session<Transport>::close_slow_consumer(close_cause cause) {
-  if (slow_close_started_) return;
+  if (!life_.begin_slow_consumer_close()) return;
   state_->counters.count_close(cause);
   if (cause == close_cause::memory_budget) {
     spdlog::warn(
@@ -692,8 +534,6 @@ void basic_session<Transport>::close_slow_consumer(close_cause cause) {
   // Runs stop at once and memory stops growing; what is already buffered
   // stays, in order, ahead of the close frame: a client that reads again
   // gets every event it was sent, then 1008, and knows where its stream ended.
-  closing_ = true;
-  slow_close_started_ = true;
   leave_all_runs();
   outbox_.close();
   // The queued frames will never be sent (the writer stops at the close):
@@ -745,7 +585,7 @@ template <class Transport>
 void basic_session<Transport>::check_liveness() {
   // The session is over (or closing): a check that was already due when
   // serve() cancelled the timer must not arm it again.
-  if (closing_ || outbox_.closed() || !ws_.is_open()) return;
+  if (!life_.takes_commands() || outbox_.closed() || !ws_.is_open()) return;
   const server_config& config = state_->config;
   const auto now = std::chrono::steady_clock::now();
   const progress_seen current{frames_received_, ws_.next_layer().flushes_completed(),
@@ -754,7 +594,7 @@ void basic_session<Transport>::check_liveness() {
       current.flushes != progress_seen_.flushes || current.unacked < progress_seen_.unacked;
   const bool progress =
       current.frames != progress_seen_.frames || (progress_seen_.waiting && taken);
-  const bool waiting = !outbox_.empty() || write_in_flight_ || current.unacked > 0 ||
+  const bool waiting = !outbox_.empty() || life_.write_in_flight() || current.unacked > 0 ||
                        ws_.next_layer().buffered_bytes() > 0;
   progress_seen_ = current;
   progress_seen_.waiting = waiting;
@@ -772,7 +612,7 @@ void basic_session<Transport>::check_liveness() {
     spdlog::info("conn {}: closing idle connection: nothing received for {} ms", id_,
                  std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count());
     state_->counters.count_close(close_cause::idle);
-    closing_ = true;
+    life_.begin_closing();
     leave_all_runs();
     outbox_.close();
     close_socket();
@@ -790,42 +630,6 @@ void basic_session<Transport>::check_liveness() {
 }
 
 template <class Transport>
-void basic_session<Transport>::note_handshake_deadline() {
-  spdlog::info("conn {}: closed before the upgrade: {} ms since the accept", id_,
-               state_->config.handshake_timeout.count());
-  state_->counters.count_close(close_cause::handshake_deadline);
-}
-
-template <class Transport>
-std::optional<command> basic_session<Transport>::handle_command(parse_result result) {
-  if (auto* error = std::get_if<protocol_error>(&result)) {
-    send_error(*error);
-    return std::nullopt;
-  }
-  command parsed = std::get<command>(std::move(result));
-  if (auto* start = std::get_if<start_run_command>(&parsed)) {
-    start_run(std::move(*start));
-    return std::nullopt;
-  }
-  if (auto* list = std::get_if<list_runs_command>(&parsed)) {
-    list_runs(*list);
-    return std::nullopt;
-  }
-  return parsed;  // may need the strand of another connection's run
-}
-
-template <class Transport>
-asio::awaitable<void> basic_session<Transport>::handle_run_command(command parsed) {
-  if (auto* cancel = std::get_if<cancel_run_command>(&parsed)) {
-    co_await cancel_run(std::move(*cancel));
-  } else if (auto* attach = std::get_if<attach_run_command>(&parsed)) {
-    co_await attach_run(std::move(*attach));
-  } else if (auto* detach = std::get_if<detach_run_command>(&parsed)) {
-    co_await detach_run(std::move(*detach));
-  }
-}
-
-template <class Transport>
 void basic_session<Transport>::send_error(const protocol_error& error) {
   state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
   state_->counters.errors_by_code[static_cast<std::size_t>(error.code)].fetch_add(
@@ -834,428 +638,12 @@ void basic_session<Transport>::send_error(const protocol_error& error) {
 }
 
 template <class Transport>
-void basic_session<Transport>::start_run(start_run_command command) {
-  const protocol_limits& limits = state_->config.limits;
-  if (runs_.contains(command.run_id)) {
-    send_error(run_already_active_error(std::move(command.run_id), std::move(command.request_id)));
-    return;
-  }
-  if (runs_.size() >= limits.max_active_runs) {
-    send_error(too_many_runs_error(std::move(command.run_id), std::move(command.request_id),
-                                   limits.max_active_runs));
-    return;
-  }
-  auto run = std::make_shared<server_run>(
-      server_run::settings{owner_, command.run_id, state_->config.agent_logic ? "default" : "demo",
-                           command.params.apply_to(state_->config.default_params),
-                           command.on_disconnect,
-                           std::chrono::milliseconds(command.detach_grace_ms),
-                           history_limits{limits.history_events, limits.history_bytes}},
-      ws_.get_executor());
-  // A version 1 run (no on_disconnect, no grace) is freed with this
-  // connection, not retained for later attaches.
-  const bool freed_with_connection =
-      command.on_disconnect == disconnect_policy::cancel && command.detach_grace_ms == 0;
-  switch (state_->registry->start(owner_, run->run_id(), run, freed_with_connection ? id_ : 0)) {
-    case start_verdict::started:
-      break;
-    case start_verdict::already_active:
-      // Another connection of this owner has it going.
-      send_error(
-          run_already_active_error(std::move(command.run_id), std::move(command.request_id)));
-      return;
-    case start_verdict::owner_limit:
-      send_error(run_limit_error(std::move(command.run_id), std::move(command.request_id),
-                                 "Too many runs going for this owner (limit " +
-                                     std::to_string(limits.max_runs_per_owner) + ")"));
-      return;
-  }
-  // From its first run on, the session can be resumed by its key.
-  state_->sessions.keep(session_);
-  const std::uint64_t serial = next_run_serial_++;
-  runs_.emplace(run->run_id(), followed_run{run, serial, nullptr});
-  state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);
-  const std::string_view started = run->begin(*this, serial, command.request_id);
-  // Ahead of other runs' events, but behind what the previous run of this id
-  // still has queued (its run_done, say).
-  queue_answer([&](std::string& out) { out.append(started); }, queued_predecessor(run->run_id()),
-               frame_tag{serial, false});
-  spdlog::debug("conn {}: run {} started", id_, printable(run->run_id()));
-
-  asio::co_spawn(
-      ws_.get_executor(), server_run::execute(run, state_),
-      asio::bind_cancellation_slot(
-          run->cancel_slot(),
-          [run, log = log_failure(fmt::format("conn {}: run {}", id_, printable(run->run_id())),
-                                  {.ignore_aborted = true})](std::exception_ptr failure) {
-            // `run` is captured so its signal outlives the coroutine.
-            log(failure);
-          }));
-}
-
-template <class Transport>
-asio::awaitable<void> basic_session<Transport>::cancel_run(cancel_run_command command) {
-  const auto followed = runs_.find(command.run_id);
-  const std::shared_ptr<server_run> run = followed != runs_.end()
-                                              ? followed->second.run
-                                              : state_->registry->find(owner_, command.run_id);
-  const bool direct = followed != runs_.end() && !followed->second.mailbox;
-  // The registry decides who ends a run (a cancel from another connection,
-  // the run finishing): exactly one of them answers.
-  if (!run || !state_->registry->end(owner_, command.run_id, run.get(), run_state_name::cancelled,
-                                     std::chrono::steady_clock::now())) {
-    send_error(run_not_active_error(std::move(command.run_id), std::move(command.request_id)));
-    co_return;
-  }
-  if (direct) {
-    // Everything below happens before the next command is read: a start_run
-    // of the same id right after this one starts a fresh run. The answer is
-    // queued (queue_run_cancelled) before the run is woken to unwind.
-    run->cancel(cancel_reason::client, command.request_id, *state_);
-    cancels_in_outbox_.push_back(command_read_at_);
-    spdlog::debug("conn {}: run {} cancelled by client", id_, printable(command.run_id));
-    co_return;
-  }
-  // The run lives on another connection's strand: it is cancelled there,
-  // and the reader waits for that, so the cancel is still done before the
-  // next command is read.
-  std::string frame = co_await asio::co_spawn(
-      run->home(),
-      [](std::shared_ptr<server_run> target, std::optional<std::string> request_id,
-         std::shared_ptr<server_state> state) -> asio::awaitable<std::string> {
-        co_return target->cancel(cancel_reason::client, request_id, *state);
-      }(run, command.request_id, state_),
-      asio::use_awaitable);
-  spdlog::debug("conn {}: run {} of another connection cancelled by client", id_,
-                printable(command.run_id));
-  const auto still = runs_.find(command.run_id);
-  if (still != runs_.end() && still->second.run == run) {
-    drain_mailbox(command.run_id, true);  // its events, then the run_cancelled
-  } else {
-    queue_answer([&](std::string& out) { out.append(frame); });
-    cancels_in_outbox_.push_back(command_read_at_);
-  }
-}
-
-template <class Transport>
-asio::awaitable<void> basic_session<Transport>::attach_run(attach_run_command command) {
-  if (runs_.contains(command.run_id)) {
-    send_error(already_attached_error(std::move(command.run_id), std::move(command.request_id)));
-    co_return;
-  }
-  const std::shared_ptr<server_run> run = state_->registry->find(owner_, command.run_id);
-  if (!run) {
-    send_error(run_not_found_error(std::move(command.run_id), std::move(command.request_id)));
-    co_return;
-  }
-  const protocol_limits& limits = state_->config.limits;
-  if (runs_.size() >= limits.max_active_runs) {
-    send_error(too_many_runs_error(std::move(command.run_id), std::move(command.request_id),
-                                   limits.max_active_runs));
-    co_return;
-  }
-  const std::uint64_t serial = next_run_serial_++;
-  auto mailbox = std::make_shared<run_mailbox>(ws_.get_executor(),
-                                               std::weak_ptr<run_mailbox::reader>(shared_self()),
-                                               state_->config.outbox_bytes);
-  runs_.emplace(command.run_id, followed_run{run, serial, mailbox});
-  const auto attached = co_await asio::co_spawn(
-      run->home(),
-      [](std::shared_ptr<server_run> target, std::shared_ptr<run_mailbox> box,
-         std::int64_t after_seq, std::optional<std::string> request_id,
-         std::shared_ptr<server_state> state) -> asio::awaitable<server_run::attach_result> {
-        co_return target->attach(box, after_seq, request_id, *state);
-      }(run, mailbox, command.after_seq, command.request_id, state_),
-      asio::use_awaitable);
-  if (attached == server_run::attach_result::past_the_end) {
-    stop_following(command.run_id, run.get());
-    send_error(protocol_error{
-        protocol_error_code::invalid_option,
-        "after_seq is past the run's last event (last_seq " + std::to_string(run->last_seq()) + ")",
-        command.run_id, command.request_id, std::nullopt});
-    co_return;
-  }
-  // run_attached, run_gap, the replay: as much as the outbox takes now, the
-  // rest as the writer makes room.
-  drain_mailbox(command.run_id, false);
-  const auto still = runs_.find(command.run_id);
-  if (attached == server_run::attach_result::ended && still != runs_.end() &&
-      still->second.run == run && mailbox->empty()) {
-    // It had ended and the client had seen its end: nothing more comes.
-    remember_finished(command.run_id, serial);
-    runs_.erase(still);
-  }
-}
-
-template <class Transport>
-asio::awaitable<void> basic_session<Transport>::detach_run(detach_run_command command) {
-  const auto it = runs_.find(command.run_id);
-  if (it == runs_.end()) {
-    if (state_->registry->find(owner_, command.run_id)) {
-      send_error(not_attached_error(std::move(command.run_id), std::move(command.request_id)));
-    } else {
-      send_error(run_not_found_error(std::move(command.run_id), std::move(command.request_id)));
-    }
-    co_return;
-  }
-  const followed_run followed = it->second;
-  bool detached = true;
-  if (!followed.mailbox) {
-    detached = followed.run->remove_home(false, *state_);
-  } else {
-    detached = co_await asio::co_spawn(
-        followed.run->home(),
-        [](std::shared_ptr<server_run> target, std::shared_ptr<run_mailbox> box,
-           std::shared_ptr<server_state> state) -> asio::awaitable<bool> {
-          co_return target->remove_mailbox(box.get(), false, *state);
-        }(followed.run, followed.mailbox, state_),
-        asio::use_awaitable);
-  }
-  if (!detached) {
-    send_error(run_limit_error(std::move(command.run_id), std::move(command.request_id),
-                               "Too many detached runs on this server (limit " +
-                                   std::to_string(state_->config.limits.max_detached_runs) + ")"));
-    co_return;
-  }
-  // Frames still in the mailbox were not sent: they stay in the run's
-  // history for a later attach.
-  if (followed.mailbox) followed.mailbox->close();
-  stop_following(command.run_id, followed.run.get());
-  remember_finished(command.run_id, followed.serial);
-  queue_answer(
-      [&](std::string& out) {
-        append_run_detached(out, now(), command.run_id, command.request_id);
-      },
-      followed.serial);
-}
-
-template <class Transport>
-void basic_session<Transport>::list_runs(const list_runs_command& command) {
-  std::vector<run_listing> listing;
-  for (registry_entry& entry : state_->registry->list(owner_)) {
-    const auto followed = runs_.find(entry.run_id);
-    const bool attached = followed != runs_.end() && followed->second.run == entry.run;
-    listing.push_back(run_listing{std::move(entry.run_id),
-                                  entry.run ? entry.run->agent_name() : std::string(), entry.state,
-                                  entry.run ? entry.run->last_seq() : 0, attached});
-  }
-  queue_answer([&](std::string& out) { append_runs(out, now(), listing, command.request_id); });
-}
-
-template <class Transport>
-void basic_session<Transport>::queue_run_done(server_run& run, std::uint64_t serial,
-                                              std::string_view frame) {
-  queue_event([&](std::string& out) { out.append(frame); }, frame_tag{serial, false});
-  remember_finished(run.run_id(), serial);
-  stop_following(run.run_id(), &run);
-  spdlog::debug("conn {}: run {} done", id_, printable(run.run_id()));
-}
-
-template <class Transport>
-void basic_session<Transport>::queue_run_cancelled(server_run& run, std::uint64_t serial,
-                                                   const cancel_notice& notice) {
-  std::size_t taken_back = 0;
-  if (notice.reason == cancel_reason::shutdown) {
-    // An announced stop wants the terminal events and the close to reach the
-    // client within the grace: every event of this connection's runs that
-    // has not reached the socket goes, the chunk behind the write in flight
-    // too. The server cancels the runs one by one: take back for all of them
-    // at the first.
-    if (!shutdown_take_back_done_) {
-      shutdown_take_back_done_ = true;
-      for (const auto& [run_id, followed] : runs_) {
-        if (!followed.mailbox) shutdown_taken_back_.emplace_back(followed.serial, 0);
-      }
-      std::sort(shutdown_taken_back_.begin(), shutdown_taken_back_.end());
-      take_back_waiting_chunk(shutdown_taken_back_);
-    }
-    const auto it = std::lower_bound(shutdown_taken_back_.begin(), shutdown_taken_back_.end(),
-                                     std::pair<std::uint64_t, std::size_t>(serial, 0));
-    if (it != shutdown_taken_back_.end() && it->first == serial) taken_back = it->second;
-  }
-  announce_cancel(run, serial, notice, taken_back);
-  stop_following(run.run_id(), &run);
-}
-
-template <class Transport>
-void basic_session<Transport>::drain_mailboxes() {
-  mailbox_frames_left_ = false;
-  // Draining may end a follow (and erase its entry): collect first.
-  std::vector<std::string> followed_by_mailbox;
-  for (const auto& [run_id, followed] : runs_) {
-    if (followed.mailbox) followed_by_mailbox.push_back(run_id);
-  }
-  for (const std::string& run_id : followed_by_mailbox)
-    drain_mailbox(run_id, false);
-}
-
-template <class Transport>
-bool basic_session<Transport>::drain_mailbox(const std::string& run_id, bool everything) {
-  const auto it = runs_.find(run_id);
-  if (it == runs_.end() || !it->second.mailbox) return true;
-  const followed_run followed = it->second;
-  bool ended = false;
-  const bool left = followed.mailbox->drain(
-      [this] { return outbox_.has_room() && reserve_output(); },
-      [&](std::string_view frame, run_mailbox::kind what) {
-        const frame_tag tag{followed.serial, false};
-        if (what == run_mailbox::kind::answer) {
-          queue_answer([&](std::string& out) { out.append(frame); }, followed.serial, tag);
-        } else {
-          queue_event([&](std::string& out) { out.append(frame); }, tag);
-          ended = ended || what == run_mailbox::kind::terminal;
-        }
-      },
-      everything);
-  if (left) mailbox_frames_left_ = true;
-  if (!ended) return true;
-  followed.mailbox->close();
-  remember_finished(run_id, followed.serial);
-  stop_following(run_id, followed.run.get());
-  return false;
-}
-
-template <class Transport>
-void basic_session<Transport>::stop_following(const std::string& run_id, const server_run* run) {
-  // A run's id may already belong to a newer run: erase only our own.
-  const auto it = runs_.find(run_id);
-  if (it != runs_.end() && it->second.run.get() == run) runs_.erase(it);
-}
-
-template <class Transport>
-void basic_session<Transport>::leave_all_runs() {
-  auto followed_runs = std::move(runs_);
-  runs_.clear();
-  // Its ended version 1 runs go too (the going ones, once cancelled below).
-  state_->registry->forget_ended_with(owner_, id_);
-  for (auto& [run_id, followed] : followed_runs) {
-    if (!followed.mailbox) {
-      // Same strand: at once. A run that ends with its connection (version
-      // 1's rule) is cancelled here, with nobody left to tell.
-      followed.run->remove_home(true, *state_);
-    } else {
-      followed.mailbox->close();
-      asio::post(followed.run->home(),
-                 [run = followed.run, mailbox = followed.mailbox, state = state_] {
-                   run->remove_mailbox(mailbox.get(), true, *state);
-                 });
-    }
-  }
-}
-
-template <class Transport>
-void basic_session<Transport>::cancel_runs_for_shutdown() {
-  // The server cancelled every run before telling connections to close, so
-  // the runs of other strands have their run_cancelled in the mailboxes; the
-  // ones of this strand were cancelled here (queue_run_cancelled), unless
-  // they started since.
-  std::vector<std::shared_ptr<server_run>> direct;
-  for (const auto& [run_id, followed] : runs_) {
-    if (!followed.mailbox) direct.push_back(followed.run);
-  }
-  for (const auto& run : direct)
-    run->cancel_for_shutdown(*state_);
-  std::vector<std::string> followed_by_mailbox;
-  for (const auto& [run_id, followed] : runs_) {
-    if (followed.mailbox) followed_by_mailbox.push_back(run_id);
-  }
-  for (const std::string& run_id : followed_by_mailbox)
-    drain_mailbox(run_id, true);
-}
-
-template <class Transport>
-void basic_session<Transport>::take_back_waiting_chunk(
-    std::vector<std::pair<std::uint64_t, std::size_t>>& runs) {
-  auto& layer = ws_.next_layer();
-  std::size_t chunk_bytes = 0;
-  for (const chunk_span& span : waiting_chunk_)
-    chunk_bytes += span.bytes;
-  std::string& wire = layer.raw_buffer();
-  const bool still_waiting = !waiting_chunk_.empty() &&
-                             layer.flushes_completed() == waiting_chunk_flushes_ &&
-                             waiting_chunk_offset_ + chunk_bytes <= wire.size();
-  if (!still_waiting) return;
-  // Compact in place; frames Beast queued after the chunk (a pong) stay behind it.
-  std::size_t read = waiting_chunk_offset_;
-  std::size_t write = read;
-  std::size_t frames_dropped = 0;
-  for (const chunk_span& span : waiting_chunk_) {
-    auto run = runs.end();
-    if (span.tag.droppable) {
-      run = std::lower_bound(runs.begin(), runs.end(),
-                             std::pair<std::uint64_t, std::size_t>(span.tag.run, 0));
-      if (run != runs.end() && run->first != span.tag.run) run = runs.end();
-    }
-    if (run != runs.end()) {
-      run->second += span.frames;
-      frames_dropped += span.frames;
-    } else {
-      if (write != read) std::memmove(wire.data() + write, wire.data() + read, span.bytes);
-      write += span.bytes;
-    }
-    read += span.bytes;
-  }
-  if (write != read) {
-    std::memmove(wire.data() + write, wire.data() + read, wire.size() - read);
-    wire.resize(wire.size() - (read - write));
-  }
-  waiting_chunk_.clear();
-  // They were counted as sent when the writer took them.
-  state_->counters.frames_sent.fetch_sub(frames_dropped, std::memory_order_relaxed);
-  state_->counters.bytes_sent.fetch_sub(read - write, std::memory_order_relaxed);
-}
-
-template <class Transport>
-void basic_session<Transport>::announce_cancel(const server_run& run, std::uint64_t serial,
-                                               const cancel_notice& notice,
-                                               std::size_t taken_back) {
-  // Events not yet handed to the socket are never sent: the client learns
-  // where the run's stream ended for it from last_step. (They stay in the
-  // run's history.)
-  const std::uint64_t sent = run.next_step() - taken_back - outbox_.drop_events_of(serial);
-  const std::optional<std::uint64_t> last_step =
-      sent > 0 ? std::optional<std::uint64_t>(sent - 1) : std::nullopt;
-  // Ahead of other runs' events; behind this run's run_started if even that
-  // is still queued behind a predecessor of the same id. Same ts and seq as
-  // in the run's history.
-  queue_answer(
-      [&](std::string& out) {
-        append_run_cancelled(out, notice.ts, run.run_id(), notice.seq, notice.reason,
-                             notice.request_id, last_step);
-      },
-      serial, frame_tag{serial, false});
-}
-
-template <class Transport>
-std::uint64_t basic_session<Transport>::queued_predecessor(const std::string& run_id) {
-  auto it = finished_runs_.find(run_id);
-  if (it == finished_runs_.end()) return 0;
-  const finished_run previous = it->second;
-  finished_runs_.erase(it);  // the new run's own frames queue behind it from now on
-  const bool may_be_queued = previous.generation + 2 > outbox_.queue().generation();
-  return may_be_queued && outbox_.queue().holds_events_of(previous.serial) ? previous.serial : 0;
-}
-
-template <class Transport>
-void basic_session<Transport>::remember_finished(const std::string& run_id, std::uint64_t serial) {
-  const std::uint64_t generation = outbox_.queue().generation();
-  // Bounded: entries from before the last two refills have left the queue.
-  if (finished_runs_.size() >= 2 * state_->config.limits.max_active_runs) {
-    std::erase_if(finished_runs_, [generation](const auto& entry) {
-      return entry.second.generation + 2 <= generation;
-    });
-  }
-  finished_runs_.insert_or_assign(run_id, finished_run{serial, generation});
-}
-
-template <class Transport>
 void basic_session<Transport>::begin_shutdown() {
-  if (!upgraded_) {
+  if (!life_.upgraded()) {
     close_socket();  // still in the HTTP phase: nothing to say goodbye to
     return;
   }
-  if (closing_) return;
-  closing_ = true;
+  if (!life_.begin_closing()) return;
   cancel_runs_for_shutdown();
   close_reason_ = websocket::close_reason(websocket::close_code::going_away, "server shutdown");
   outbox_.close();
