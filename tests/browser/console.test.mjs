@@ -10,7 +10,10 @@
 // the page's main thread, so the page under load runs in a second Chromium
 // that only a bare DevTools pipe drives (cdp_pipe.mjs). With --server the test
 // also starts servers of its own: one that needs a token (and that it stops,
-// to see the page notice). Prints one PASS/FAIL line per check, the load
+// to see the page notice), and one that holds 8 events per run (a run_gap).
+// Resume is checked through a reload, and through drops that are real: the
+// page goes through a TCP proxy of the test's own that it cuts
+// (net_peers.mjs, which also has a version 1 server). Prints one PASS/FAIL line per check, the load
 // measurements as "measure:" lines (reported, never asserted: timing depends
 // on the machine), and a final "N passed, N failed" line; exits non-zero on
 // any failure. The whole run is bounded by 110 s.
@@ -22,6 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { launchPipeBrowser } from './cdp_pipe.mjs';
+import { startProxy, startVersion1Server } from './net_peers.mjs';
 
 const OVERALL_TIMEOUT_MS = 110_000;
 const WAIT_MS = 10_000;
@@ -63,6 +67,7 @@ let pipeBrowser = null;
 let userDataDir = null;
 let finished = false;
 const servers = new Set();
+const peers = new Set();  // proxies and the version 1 server (net_peers.mjs)
 
 function pass(name) { passed++; console.log(`PASS ${name}`); }
 function fail(name, why) { failed++; console.log(`FAIL ${name}${why ? `: ${why}` : ''}`); }
@@ -80,6 +85,7 @@ async function cleanup() {
   try { if (pipeBrowser) await pipeBrowser.close(); } catch { /* already gone */ }
   pipeBrowser = null;
   for (const s of servers) s.kill();
+  for (const p of peers) await Promise.race([p.close(), sleep(1000)]);
   try { if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true }); } catch { /* best effort */ }
 }
 
@@ -188,9 +194,13 @@ async function main() {
   page.on('pageerror', (e) => pageErrors.push(String(e && e.message)));
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   page.on('console', (m) => consoleLines.push(m.text()));
-  page.on('websocket', (ws) => ws.on('framesent', (f) => {
-    try { sent.push(JSON.parse(f.payload)); } catch { /* not ours to judge here */ }
-  }));
+  const wsUrls = [];  // the URL of every WebSocket the page opened
+  page.on('websocket', (ws) => {
+    wsUrls.push(ws.url());
+    ws.on('framesent', (f) => {
+      try { sent.push(JSON.parse(f.payload)); } catch { /* not ours to judge here */ }
+    });
+  });
 
   // Helpers that find a lane by its run id without building a CSS selector
   // from it (run ids may hold any characters).
@@ -255,6 +265,17 @@ async function main() {
   check('status text says Connected', /connected/i.test(await page.textContent('#status')));
   eq('connect button turns into Disconnect', (await page.textContent('#connect')).trim(), 'Disconnect');
   check('server info shown', /agentws/.test(await page.textContent('#server-info')));
+  await soft('the session key is shown, and kept in this tab by server', async () => {
+    await page.waitForSelector('#session:not([hidden])');
+    const shown = await page.evaluate(() => ({
+      key: document.querySelector('#session .session-key').textContent,
+      state: document.querySelector('#session').dataset.state,
+      stored: sessionStorage.getItem(`agentws.session ${new URL(document.querySelector('#url').value).origin}`),
+    }));
+    if (!/^[0-9a-f]{32}$/.test(shown.key)) throw new Error(`key shown: ${JSON.stringify(shown.key)}`);
+    if (shown.state !== 'new') throw new Error(`state ${shown.state}`);
+    if (!shown.stored || JSON.parse(shown.stored).key !== shown.key) throw new Error(`stored: ${shown.stored}`);
+  });
   await page.waitForFunction(() => !document.querySelector('#start').disabled);
 
   // --- two runs, one cancelled ---------------------------------------------
@@ -267,6 +288,10 @@ async function main() {
     await waitLane('run-002', ['running'], 1);
   });
   eq('run id advances to run-003', await page.inputValue('#run-id'), 'run-003');
+  {
+    const start = sent.find((c) => c.command === 'start_run' && c.run_id === 'run-001');
+    eq('a server that resumes: start_run asks for a grace of 60 s', start && start.detach_grace_ms, 60000);
+  }
   {
     const l = await lane('run-002');
     check('running lane shows a Cancel button', l && l.cancelVisible, JSON.stringify(l));
@@ -569,11 +594,255 @@ async function main() {
     });
   }
 
+  await resumeSection({ page, lane, waitLane, startRun, sent, wsUrls });
+
   check('no script errors on the page', pageErrors.length === 0, pageErrors.join(' | '));
   await context.close();
   context = null;
 
   await loadSection();
+}
+
+// Polls a condition of the test's own (not the page's) until it holds.
+async function until(name, fn, timeout = WAIT_MS) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeout) {
+    if (await fn()) return;
+    await sleep(20);
+  }
+  throw new Error(`timed out waiting for ${name}`);
+}
+
+// Records every state the status line goes through (data-state|text).
+const RECORD_STATUS = () => {
+  const status = document.querySelector('#status');
+  window.__states = [];
+  new MutationObserver(() => window.__states.push(`${status.dataset.state}|${status.textContent}`))
+    .observe(status, { attributes: true, attributeFilter: ['data-state'], childList: true, characterData: true, subtree: true });
+  return true;
+};
+
+// The steps of a run as its lines in the page's log show them, with each
+// attach_run sent and each run_gap received where they fall.
+function parseRunLines(lines) {
+  const num = (text, re) => { const m = text.match(re); return m ? Number(m[1]) : null; };
+  return lines.map((l) => ({
+    ...l,
+    step: num(l.text, /"step":\s*(\d+)/),
+    seq: num(l.text, /"seq":\s*(\d+)/),
+    afterSeq: l.out && /"attach_run"/.test(l.text) ? num(l.text, /"after_seq":\s*(-?\d+)/) : null,
+  }));
+}
+// Every step from `from` to `to`, exactly once, in order; or why not.
+function stepsProblem(steps, from, to) {
+  const want = [];
+  for (let i = from; i <= to; i++) want.push(i);
+  if (steps.length === want.length && steps.every((s, i) => s === want[i])) return null;
+  const seen = new Set();
+  let dup;
+  for (const s of steps) {
+    if (seen.has(s) && dup === undefined) dup = s;
+    seen.add(s);
+  }
+  const missing = want.filter((s) => !seen.has(s));
+  return `${steps.length} steps shown for ${want.length}`
+    + (dup !== undefined ? `, step ${dup} twice` : '')
+    + (missing.length ? `, missing ${missing.slice(0, 5).join(' ')}${missing.length > 5 ? ' …' : ''}` : '')
+    + (dup === undefined && !missing.length ? ', out of order' : '');
+}
+
+// --- resume: a reload, a dropped connection, a gap, a lost session ------------
+//
+// The page keeps its session key in the tab and follows its runs again. A
+// drop is real: the page is loaded through a TCP proxy of the test's own,
+// which it cuts (the page sees the connection reset, the server sees its
+// socket close), or which refuses the page's attempts for a while.
+async function resumeSection({ page, lane, waitLane, startRun, sent, wsUrls }) {
+  const basePort = Number(new URL(opts.base).port);
+  const sessionKey = () => page.evaluate(() => document.querySelector('#session .session-key').textContent);
+  const connectPage = async (url) => {
+    await page.goto(url);
+    await page.evaluate(RECORD_STATUS);
+    await page.click('#connect');
+    await page.waitForSelector('#status[data-state="connected"]');
+    await page.waitForSelector('#session:not([hidden])');
+  };
+  // The run's lines in the log, read through the log's filter.
+  const runLines = async (id) => {
+    await page.selectOption('#log-filter', id);
+    await page.waitForFunction((id) => {
+      const lines = [...document.querySelectorAll('#log .line')];
+      return document.querySelector('#log-filter').value === id && lines.length > 0
+        && lines.every((n) => n.dataset.runId === id) && lines[lines.length - 1].dataset.type === 'run_done';
+    }, id);
+    const lines = await page.evaluate(() => [...document.querySelectorAll('#log .line')].map((n) => ({
+      type: n.dataset.type || null, out: n.classList.contains('out'), text: n.textContent,
+    })));
+    await page.selectOption('#log-filter', '');
+    return parseRunLines(lines);
+  };
+  const gapsOf = (id) => page.evaluate((id) => {
+    const el = [...document.querySelectorAll('#runs .lane')].find((l) => l.dataset.runId === id);
+    return [...el.querySelectorAll('.gaps .gap')].map((g) => ({
+      from: Number(g.dataset.from), to: Number(g.dataset.to), text: g.textContent, visible: !!g.offsetParent,
+    }));
+  }, id);
+
+  // (b) a reload mid-run
+  {
+    const N = 200;
+    let key = null;
+    let urlsBefore = 0;
+    let sentBefore = 0;
+    const ok = await soft(`reload mid-run: the lane comes back and the run ends with all ${N} steps`, async () => {
+      await connectPage(`${opts.base}/`);
+      key = await sessionKey();
+      await startRun('reload-run', N, 20);
+      await waitLane('reload-run', ['running'], 20);
+      urlsBefore = wsUrls.length;
+      sentBefore = sent.length;
+      await page.reload();
+      await waitLane('reload-run', ['running', 'done'], 0);
+      await waitLane('reload-run', ['done'], N, 15_000);
+    });
+    if (ok) {
+      const l = await lane('reload-run');
+      eq('reload: the lane counts every event once', l.count, String(N));
+      eq('reload: the lane\'s last step', l.step, String(N - 1));
+      check('reload: the lane knows the run\'s length (progress out of 200)', l.progress && l.progress.max === N, JSON.stringify(l.progress));
+      const lines = await runLines('reload-run');
+      const problem = stepsProblem(lines.filter((x) => x.type === 'run_event').map((x) => x.step), 0, N - 1);
+      check(`reload: the log shows steps 0..${N - 1} exactly once, in order`, problem === null, problem);
+      const url = wsUrls.slice(urlsBefore)[0] || '';
+      check('reload: the page presents its session (/ws?session=KEY)', url.includes(`session=${key}`), url.replace(/session=[0-9a-f]+/, 'session=…'));
+      eq('reload: the server resumed the session, same key', await page.evaluate(() => document.querySelector('#session').dataset.state), 'resumed');
+      eq('reload: the key is the same', await sessionKey(), key);
+      const after = sent.slice(sentBefore).map((c) => `${c.command}${c.run_id !== undefined ? ` ${c.run_id}` : ''}${c.after_seq !== undefined ? ` after ${c.after_seq}` : ''}`);
+      eq('reload: sends list_runs, then attach_run from the start', after.slice(0, 2).join(', '), 'list_runs, attach_run reload-run after -1');
+    }
+  }
+
+  // (c) a drop mid-run: the proxy cuts the connection
+  {
+    const N = 150;
+    const proxy = await startProxy(basePort);
+    peers.add(proxy);
+    const ok = await soft(`drop mid-run: reconnecting… then the run ends with all ${N} steps`, async () => {
+      await connectPage(`http://127.0.0.1:${proxy.port}/`);
+      await startRun('drop-run', N, 20);
+      await waitLane('drop-run', ['running'], 30);
+      proxy.cut();
+      await page.waitForFunction(() => window.__states.some((s) => s.startsWith('reconnecting|Reconnecting…'))
+        && document.querySelector('#status').dataset.state === 'connected');
+      await waitLane('drop-run', ['done'], N, 15_000);
+    });
+    if (ok) {
+      const l = await lane('drop-run');
+      eq('drop: the lane counts every event once', l.count, String(N));
+      const lines = await runLines('drop-run');
+      const at = lines.findIndex((x) => x.afterSeq !== null);
+      const seen = lines.slice(0, at).filter((x) => x.seq !== null && !x.out).pop();
+      check('drop: attach_run asks for the events after the last one the lane showed',
+        at > 0 && seen && lines[at].afterSeq === seen.seq, `after_seq ${at >= 0 ? lines[at].afterSeq : 'none sent'}, last seq shown ${seen && seen.seq}`);
+      const problem = stepsProblem(lines.filter((x) => x.type === 'run_event').map((x) => x.step), 0, N - 1);
+      check(`drop: the log shows steps 0..${N - 1} exactly once, in order`, problem === null, problem);
+      eq('drop: no gap marker', (await gapsOf('drop-run')).length, 0);
+    }
+    await proxy.close();
+    peers.delete(proxy);
+  }
+
+  if (!opts.server) {
+    console.log('SKIP run_gap, lost session and version 1 checks: no --server given');
+    return;
+  }
+
+  // (d) a run_gap: the history holds 8 events, and the page is kept away
+  const small = await startServer(['--history-events', '8']);
+  const proxy = await startProxy(small.port);
+  peers.add(proxy);
+  {
+    const N = 100;
+    const ok = await soft('gap: kept away while the run goes on, the page shows the gap and the rest of the run', async () => {
+      await connectPage(`http://127.0.0.1:${proxy.port}/`);
+      await startRun('gap-run', N, 20);
+      await waitLane('gap-run', ['running'], 10);
+      proxy.cut({ refuse: true });
+      // Two attempts refused: 200 ms and 400 ms at least, 30 events of the
+      // run or so, far more than the 8 the server holds.
+      await until('two refused reconnects', () => proxy.refused >= 2);
+      proxy.allow();
+      await waitLane('gap-run', ['done'], 0, 15_000);
+    });
+    if (ok) {
+      const gaps = await gapsOf('gap-run');
+      check('gap: one gap marker, shown in the lane', gaps.length === 1 && gaps[0].visible, JSON.stringify(gaps));
+      const g = gaps[0] || { from: 0, to: 0, text: '' };
+      check('gap: the marker says which events are no longer held',
+        new RegExp(`^gap: events ${g.from}–${g.to} \\(steps ${g.from - 1}–${g.to - 1}\\) no longer held`).test(g.text), g.text);
+      console.log(`  (gap marker: "${g.text}")`);
+      const lines = await runLines('gap-run');
+      const at = lines.findIndex((x) => x.afterSeq !== null);
+      const before = lines.slice(0, at).filter((x) => x.type === 'run_event').map((x) => x.step);
+      const after = lines.slice(at).filter((x) => x.type === 'run_event').map((x) => x.step);
+      const last = before[before.length - 1];
+      const first = after[0];
+      check('gap: a run_gap line in the log after the attach', lines.slice(at).some((x) => x.type === 'run_gap'));
+      check('gap: the steps before the drop are all there, in order', at > 0 && stepsProblem(before, 0, last) === null, stepsProblem(before, 0, last));
+      check('gap: after the gap the run continues to its last step, in order', first !== undefined && stepsProblem(after, first, N - 1) === null, stepsProblem(after, first, N - 1));
+      check('gap: the marker is exactly the hole', g.from === last + 2 && g.to === first, `marker ${g.from}–${g.to}, steps ${last} then ${first}`);
+      eq('gap: the lane counts what it showed', (await lane('gap-run')).count, String(before.length + after.length));
+    }
+  }
+
+  // (e) the session is not known: the proxy now leads to another server
+  await soft('lost session: the page says so, starts afresh with the new key, ends the lost run', async () => {
+    const oldKey = await sessionKey();
+    await startRun('lost-run', 100, 20);
+    await waitLane('lost-run', ['running'], 2);
+    proxy.retarget(basePort);
+    proxy.cut();
+    await waitLane('lost-run', ['cancelled']);
+    const note = (await lane('lost-run')).note;
+    if (!/no longer knew this tab's session/.test(note)) throw new Error(`note: ${note}`);
+    await page.waitForFunction(() => [...document.querySelectorAll('#errors .error')].some((e) => e.dataset.code === 'client_session_lost'));
+    const s = await page.evaluate(() => ({ state: document.querySelector('#session').dataset.state, note: document.querySelector('#session .session-note').textContent }));
+    if (s.state !== 'replaced' || !/no longer knew/.test(s.note)) throw new Error(JSON.stringify(s));
+    const key = await sessionKey();
+    if (key === oldKey || !/^[0-9a-f]{32}$/.test(key)) throw new Error('the key did not change');
+    if (await page.isDisabled('#start')) throw new Error('cannot start a run in the new session');
+  });
+  await proxy.close();
+  peers.delete(proxy);
+  await small.stop();
+
+  // (f) a version 1 server: nothing new is sent, and a drop ends the runs
+  const v1 = await startVersion1Server({ steps: 5, intervalMs: 50 });
+  peers.add(v1);
+  await soft('version 1 server: no session, no new field, a drop ends the run as before', async () => {
+    await page.goto(`${opts.base}/?url=ws://127.0.0.1:${v1.port}/ws`);
+    await page.evaluate(RECORD_STATUS);
+    await page.click('#connect');
+    await page.waitForSelector('#status[data-state="connected"]');
+    const sentBefore = sent.length;
+    await startRun('v1-run', 1000, 50);
+    await waitLane('v1-run', ['running'], 2);
+    if (!(await page.isHidden('#session'))) throw new Error('a session is shown');
+    const start = sent.slice(sentBefore).find((c) => c.command === 'start_run');
+    if (!start || Object.keys(start).sort().join(',') !== 'command,params,request_id,run_id') throw new Error(`start_run: ${JSON.stringify(start)}`);
+    if (v1.urls.some((u) => u.includes('session='))) throw new Error(`URL: ${v1.urls.join(' ')}`);
+    v1.drop();
+    await waitLane('v1-run', ['cancelled']);
+    await page.waitForSelector('#status[data-state="disconnected"]');
+    const states = await page.evaluate(() => window.__states);
+    if (states.some((x) => x.startsWith('reconnecting'))) throw new Error('it tried to reconnect');
+    const note = (await lane('v1-run')).note;
+    if (note !== 'connection closed') throw new Error(`note: ${note}`);
+    const commands = v1.commands.map((c) => c.command);
+    if (commands.join(',') !== 'start_run') throw new Error(`commands: ${commands.join(',')}`);
+  });
+  await v1.close();
+  peers.delete(v1);
 }
 
 // --- under load: 50 runs streaming as fast as the page takes them -----------
