@@ -13,10 +13,10 @@
 // to see the page notice), and one that holds 8 events per run (a run_gap).
 // Resume is checked through a reload, and through drops that are real: the
 // page goes through a TCP proxy of the test's own that it cuts
-// (net_peers.mjs, which also has a version 1 server). Prints one PASS/FAIL line per check, the load
-// measurements as "measure:" lines (reported, never asserted: timing depends
-// on the machine), and a final "N passed, N failed" line; exits non-zero on
-// any failure. The whole run is bounded by 110 s.
+// (net_peers.mjs, which also has a version 1 server). Prints one PASS/FAIL
+// line per check, the load measurements as "measure:" lines (reported, never
+// asserted: timing depends on the machine), and a final "N passed, N failed"
+// line; exits non-zero on any failure. The whole run is bounded by 110 s.
 
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
