@@ -52,6 +52,7 @@
 #include "agentws/client.hpp"
 #include "agentws/events.hpp"
 #include "event_reading.hpp"
+#include "resume_scenarios.hpp"
 
 // Beast's websocket stream reads at most 1536 bytes per read_some, one system
 // call per dozen small events. A read buffer under it takes whatever the
@@ -124,6 +125,14 @@ struct options {
   unsigned attackers = 1;                 // 0: the paced run and fresh clients alone
   unsigned paced_steps = 300;
   unsigned paced_interval_ms = 10;
+  // resume, replay, detached (resume_scenarios.cpp)
+  unsigned interval_ms = 2;
+  unsigned read_events = 10;
+  unsigned away_ms = 10;
+  std::string on_disconnect = "cancel";
+  unsigned grace_ms = 60'000;
+  bool resume_cancel = false;
+  unsigned forget_wait_ms = 6000;
   std::string json_out;
 };
 
@@ -1897,6 +1906,43 @@ round_result large_commands_round(const options& o, const target& to) {
   return result;
 }
 
+// --- resume, replay, detached (resume_scenarios.cpp) ---
+
+agentws::bench::resume_options resume_options_of(const options& o) {
+  agentws::bench::resume_options r;
+  r.scenario = o.scenario;
+  r.timeout_s = o.timeout_s;
+  r.samples = o.samples;
+  r.connections = o.connections;
+  r.runs = o.runs;
+  r.steps = o.steps;
+  r.interval_ms = o.interval_ms;
+  r.read_events = o.read_events;
+  r.away_ms = o.away_ms;
+  r.on_disconnect = o.on_disconnect;
+  r.grace_ms = o.grace_ms;
+  r.cancel_after_resume = o.resume_cancel;
+  r.settle_ms = o.settle_ms;
+  r.forget_wait_ms = o.forget_wait_ms;
+  return r;
+}
+
+failure_log failures_of(const agentws::bench::scenario_failures& from) {
+  failure_log out;
+  out.violations = from.violations;
+  out.errors = from.errors;
+  out.samples = from.samples;
+  return out;
+}
+
+round_result result_of(agentws::bench::scenario_round from) {
+  round_result out;
+  out.metrics = std::move(from.metrics);
+  out.failures = failures_of(from.failures);
+  out.timed_out = from.timed_out;
+  return out;
+}
+
 // --- Reporting ---
 
 std::string describe(const options& o) {
@@ -1915,6 +1961,8 @@ std::string describe(const options& o) {
         << " cancel trials after a " << o.warmup_ms << " ms warm-up";
   } else if (o.scenario == "idle") {
     out << o.idle_connections << " more idle connections per round (kept open)";
+  } else if (agentws::bench::is_resume_scenario(o.scenario)) {
+    out << agentws::bench::describe_resume_scenario(resume_options_of(o));
   } else if (o.scenario == "large-commands") {
     out << (o.attackers > 0 ? "one connection sending " + std::to_string(o.command_bytes) +
                                   "-byte commands back to back"
@@ -2009,6 +2057,8 @@ ordered_json to_json(const options& o, const std::vector<round_result>& rounds, 
     params["trial_timeout_s"] = o.trial_timeout_s;
   } else if (o.scenario == "idle") {
     params["connections"] = o.idle_connections;
+  } else if (agentws::bench::is_resume_scenario(o.scenario)) {
+    agentws::bench::add_resume_params(resume_options_of(o), params);
   } else if (o.scenario == "large-commands") {
     params["command_bytes"] = o.command_bytes;
     params["attackers"] = o.attackers;
@@ -2096,18 +2146,19 @@ int main(int argc, char** argv) {
   options o;
   po::options_description described(
       "ws-bench: load generator for the agentws protocol (loopback only)\n\n"
-      "Usage: ws-bench --scenario flood|cancel|slow-cancel|idle|connect|large-commands "
+      "Usage: ws-bench --scenario "
+      "flood|cancel|slow-cancel|idle|connect|large-commands|resume|replay|detached "
       "--url ws://127.0.0.1:PORT/ws "
       "[options]\n\nOptions");
   // clang-format off
   described.add_options()
     ("help,h", "show this help and exit")
     ("scenario", po::value(&o.scenario),
-     "flood, cancel, slow-cancel, idle, connect or large-commands")
+     "flood, cancel, slow-cancel, idle, connect, large-commands, resume, replay or detached")
     ("url", po::value(&o.url)->default_value(o.url), "server to measure (a loopback address)")
     ("label", po::value(&o.label)->default_value(o.label), "server name in the report")
     ("server-pid", po::value(&o.server_pid)->default_value(o.server_pid),
-     "server process, for CPU time (flood, connect) and RSS (idle) from /proc")
+     "server process, for CPU time (flood, connect, replay) and RSS (idle, detached) from /proc")
     ("rounds", po::value(&o.rounds)->default_value(o.rounds),
      "measured rounds (slow-cancel: 1 unless given)")
     ("warmup", po::value(&o.warmup)->default_value(o.warmup),
@@ -2116,15 +2167,20 @@ int main(int argc, char** argv) {
      "seconds allowed per round (slow-cancel: 300 unless given; bounds the trials, the closing "
      "drain adds at most --trial-timeout)")
     ("threads", po::value(&o.threads)->default_value(o.threads), "client I/O threads")
-    ("connections", po::value(&o.connections)->default_value(o.connections), "flood: connections")
+    ("connections", po::value(&o.connections)->default_value(o.connections),
+     "flood: connections; replay: connections attaching, one ended run each; detached: "
+     "connections (10 unless given)")
     ("runs", po::value(&o.runs)->default_value(o.runs),
-     "flood: runs per connection; slow-cancel: runs streaming (50 unless given)")
+     "flood: runs per connection; slow-cancel: runs streaming (50 unless given); detached: runs "
+     "per connection (100 unless given)")
     ("steps", po::value(&o.steps)->default_value(o.steps),
-     "flood: steps per run; slow-cancel: steps per run (10000000 unless given)")
+     "flood: steps per run; slow-cancel: steps per run (10000000 unless given); resume: 30, "
+     "replay: steps of the ended runs (2000), detached: 1000 unless given")
     ("runs-in-flight", po::value(&o.runs_in_flight)->default_value(o.runs_in_flight),
      "flood: runs active at once per connection")
     ("samples", po::value(&o.samples)->default_value(o.samples),
-     "cancel: start/cancel cycles; slow-cancel: trials (10 unless given)")
+     "cancel: start/cancel cycles; slow-cancel: trials (10 unless given); resume: reconnects "
+     "(100 unless given); replay: attaches per connection (200 unless given)")
     ("rcvbuf-bytes", po::value(&o.rcvbuf_bytes)->default_value(o.rcvbuf_bytes),
      "slow-cancel: SO_RCVBUF set before connect (Linux doubles it; 0: the kernel's autotuning)")
     ("read-rate-bytes", po::value(&o.read_rate_bytes)->default_value(o.read_rate_bytes),
@@ -2134,7 +2190,8 @@ int main(int argc, char** argv) {
     ("warmup-ms", po::value(&o.warmup_ms)->default_value(o.warmup_ms),
      "slow-cancel: reading before the first trial, so every buffer fills")
     ("settle-ms", po::value(&o.settle_ms)->default_value(o.settle_ms),
-     "slow-cancel: reading after each trial, so the buffers fill again")
+     "slow-cancel: reading after each trial, so the buffers fill again; detached: from the close "
+     "to the RSS reading")
     ("trial-timeout", po::value(&o.trial_timeout_s)->default_value(o.trial_timeout_s),
      "slow-cancel: seconds allowed for each answer")
     ("idle-connections", po::value(&o.idle_connections)->default_value(o.idle_connections),
@@ -2151,6 +2208,23 @@ int main(int argc, char** argv) {
      "large-commands: steps of the paced run")
     ("paced-interval-ms", po::value(&o.paced_interval_ms)->default_value(o.paced_interval_ms),
      "large-commands: interval of the paced run")
+    ("interval-ms", po::value(&o.interval_ms)->default_value(o.interval_ms),
+     "resume: interval_ms of the runs; detached: 0 (unless given) ends the runs at once, more "
+     "keeps them going, detached, after the close")
+    ("read-events", po::value(&o.read_events)->default_value(o.read_events),
+     "resume: run_events read before the connection is dropped")
+    ("away-ms", po::value(&o.away_ms)->default_value(o.away_ms),
+     "resume: from the drop to the reconnect (the run goes on into its history)")
+    ("on-disconnect", po::value(&o.on_disconnect)->default_value(o.on_disconnect),
+     "resume: the runs' on_disconnect, cancel (with --grace-ms) or continue")
+    ("grace-ms", po::value(&o.grace_ms)->default_value(o.grace_ms),
+     "resume: the runs' detach_grace_ms with --on-disconnect cancel")
+    ("resume-cancel", po::bool_switch(&o.resume_cancel),
+     "resume: cancel each run from the new connection after its first live event, instead of "
+     "reading it to run_done")
+    ("forget-wait-ms", po::value(&o.forget_wait_ms)->default_value(o.forget_wait_ms),
+     "detached: after the server's retention_ms, before the RSS is read again (the server "
+     "gives freed memory back a few seconds after its load fell)")
     ("json-out", po::value(&o.json_out), "write the results as JSON to this file");
   // clang-format on
   po::variables_map args;
@@ -2167,10 +2241,39 @@ int main(int argc, char** argv) {
   }
   const bool known = o.scenario == "flood" || o.scenario == "cancel" ||
                      o.scenario == "slow-cancel" || o.scenario == "idle" ||
-                     o.scenario == "connect" || o.scenario == "large-commands";
+                     o.scenario == "connect" || o.scenario == "large-commands" ||
+                     agentws::bench::is_resume_scenario(o.scenario);
   if (!known) {
-    std::cerr << "ws-bench: --scenario must be flood, cancel, slow-cancel, idle, connect or "
-                 "large-commands\n";
+    std::cerr << "ws-bench: --scenario must be flood, cancel, slow-cancel, idle, connect, "
+                 "large-commands, resume, replay or detached\n";
+    return 2;
+  }
+  if (o.scenario == "resume") {
+    if (args["samples"].defaulted()) o.samples = 100;
+    if (args["steps"].defaulted()) o.steps = 30;
+    if (o.read_events == 0 || (o.on_disconnect != "cancel" && o.on_disconnect != "continue") ||
+        (o.on_disconnect == "cancel" && o.grace_ms == 0)) {
+      std::cerr << "ws-bench: resume needs --read-events 1 or more, --on-disconnect cancel (with "
+                   "--grace-ms 1 or more) or continue\n";
+      return 2;
+    }
+    if (o.steps < o.read_events + 2) {
+      std::cerr << "ws-bench: resume needs --steps at least --read-events + 2\n";
+      return 2;
+    }
+  } else if (o.scenario == "replay") {
+    if (args["samples"].defaulted()) o.samples = 200;
+    if (args["steps"].defaulted()) o.steps = 2000;
+  } else if (o.scenario == "detached") {
+    if (args["rounds"].defaulted()) o.rounds = 3;
+    if (args["warmup"].defaulted()) o.warmup = 0;
+    if (args["connections"].defaulted()) o.connections = 10;
+    if (args["runs"].defaulted()) o.runs = 100;
+    if (args["steps"].defaulted()) o.steps = 1000;
+    if (args["interval-ms"].defaulted()) o.interval_ms = 0;
+  }
+  if (agentws::bench::is_resume_scenario(o.scenario) && o.threads != 1) {
+    std::cerr << "ws-bench: " << o.scenario << " runs on one client thread (--threads 1)\n";
     return 2;
   }
   if (o.scenario == "slow-cancel") {
@@ -2200,8 +2303,8 @@ int main(int argc, char** argv) {
                  "--command-bytes 1024 or more\n";
     return 2;
   }
-  if (o.scenario == "idle" && o.server_pid <= 0) {
-    std::cerr << "ws-bench: the idle scenario needs --server-pid\n";
+  if ((o.scenario == "idle" || o.scenario == "detached") && o.server_pid <= 0) {
+    std::cerr << "ws-bench: the " << o.scenario << " scenario needs --server-pid\n";
     return 2;
   }
   std::string why;
@@ -2214,6 +2317,8 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<idle_scenario> idle;
   std::unique_ptr<flood_scenario> flood;
+  std::unique_ptr<agentws::bench::resume_scenario> resume;
+  const agentws::bench::resume_options resume_options = resume_options_of(o);
   std::function<round_result()> round;
   if (o.scenario == "flood") {
     flood = std::make_unique<flood_scenario>(o, *to);
@@ -2227,6 +2332,13 @@ int main(int argc, char** argv) {
     round = [&] { return idle->round(); };
   } else if (o.scenario == "large-commands") {
     round = [&] { return large_commands_round(o, *to); };
+  } else if (agentws::bench::is_resume_scenario(o.scenario)) {
+    const int pid = o.server_pid;
+    resume = agentws::bench::make_resume_scenario(
+        resume_options, {to->endpoint, to->host_header, to->path},
+        {[pid] { return process_cpu_seconds(pid); }, [pid] { return process_rss_kib(pid); },
+         own_cpu_seconds});
+    round = [&] { return result_of(resume->round()); };
   } else {
     round = [&] { return connect_round(o, *to); };
   }
@@ -2245,8 +2357,10 @@ int main(int argc, char** argv) {
     rounds.push_back(round());
     ok = ok && !rounds.back().failures.failed() && !rounds.back().timed_out;
   }
-  if (flood || idle) {
-    const failure_log closing = flood ? flood->finish() : idle->finish();
+  if (flood || idle || resume) {
+    const failure_log closing = flood  ? flood->finish()
+                                : idle ? idle->finish()
+                                       : failures_of(resume->finish());
     if (closing.failed()) {
       ok = false;
       std::cerr << "ws-bench: closing the connections failed\n";
