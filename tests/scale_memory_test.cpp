@@ -113,3 +113,88 @@ TEST_CASE("after bursts of flooding connections that read nothing, memory is giv
   CHECK(server.log().find("gave back") != std::string::npos);
   CHECK(server.stop() == 0);
 }
+
+// Runs that asked to outlive their connection keep a history each (up to
+// --history-bytes) for --retention-ms after they end. Once they are
+// forgotten, that memory goes back too: from every I/O thread's own malloc
+// arena, whose free top glibc's malloc_trim alone never shrinks.
+TEST_CASE("after resumable runs end and are forgotten, memory is given back", "[scale]") {
+  raise_fd_limit();
+  const std::size_t connections = sanitized ? 20 : 100;
+  constexpr int runs_per_connection = 4;
+  constexpr int steps = 1500;  // past --history-events: every history is full
+  constexpr std::size_t margin_kib = 6 * 1024;
+
+  server_process server(AGENTWS_WS_SERVER, {"--threads", "2", "--retention-ms", "1000"});
+  {
+    test_peer warm_up(server.port());
+    warm_up.expect_event("connected");
+    warm_up.run_to_completion("warm-up", 5, 1);
+  }
+  const std::size_t rss_before = server.rss_kib();
+
+  // Raw peers: a wait for the next event that times out loses nothing.
+  std::vector<std::unique_ptr<raw_peer>> peers;
+  for (std::size_t i = 0; i < connections; ++i) {
+    auto peer = std::make_unique<raw_peer>(server.port());
+    peer->open_websocket();  // `connected` read
+    for (int r = 0; r < runs_per_connection; ++r) {
+      peer->send_command({{"command", "start_run"},
+                          {"run_id", "kept-" + std::to_string(r)},
+                          {"on_disconnect", "continue"},
+                          {"params", {{"steps", steps}, {"interval_ms", 0}}}});
+    }
+    peers.push_back(std::move(peer));
+  }
+  // Every run streams to its end, its connection read in turn with the
+  // others, the way many clients read at their own pace: the outboxes grow
+  // and shrink on both I/O threads of the server. (One thread here: Catch's
+  // assertions inside the peers are not thread-safe.)
+  std::size_t events = 0;
+  bool failed = false;
+  std::string failure;
+  {
+    std::vector<int> ended(peers.size(), 0);
+    std::size_t left = peers.size();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (left > 0 && !failed && std::chrono::steady_clock::now() < deadline) {
+      for (std::size_t i = 0; i < peers.size(); ++i) {
+        for (int taken = 0; taken < 64 && ended[i] < runs_per_connection; ++taken) {
+          auto event = peers[i]->next_event(std::chrono::milliseconds(5));
+          if (!event) break;
+          ++events;
+          if ((*event)["event_type"] == "error") {
+            failure = event->dump();
+            failed = true;
+          }
+          if ((*event)["event_type"] == "run_done" && ++ended[i] == runs_per_connection) --left;
+        }
+      }
+    }
+  }
+  INFO(failure);
+  REQUIRE_FALSE(failed);
+  REQUIRE(events == connections * runs_per_connection * (steps + 2));
+  const std::size_t held = server.rss_kib();
+  peers.clear();  // the runs are retained, then forgotten after a second
+
+  const auto trims_logged = [&] {
+    const std::string log = server.log();
+    int count = 0;
+    for (std::size_t at = log.find("to 0 (sockets and runs): gave back"); at != std::string::npos;
+         at = log.find("to 0 (sockets and runs): gave back", at + 1))
+      ++count;
+    return count;
+  };
+  const bool given_back = wait_for(
+      [&] { return sanitized ? trims_logged() > 0 : server.rss_kib() <= rss_before + margin_kib; },
+      std::chrono::seconds(sanitized ? 45 : 20));
+  const std::string report = "memory: RSS before " + mib(rss_before) + ", with " +
+                             std::to_string(connections * runs_per_connection) +
+                             " ended runs retained " + mib(held) + ", after they were forgotten " +
+                             mib(server.rss_kib());
+  INFO(report);
+  CHECK(given_back);
+  std::cout << report << std::endl;
+  CHECK(server.stop() == 0);
+}

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace agentws {
 
@@ -24,8 +25,6 @@ bool trim_schedule::observe(std::uint64_t load) {
   return true;
 }
 
-namespace {
-
 std::int64_t resident_bytes() {
   std::FILE* statm = std::fopen("/proc/self/statm", "r");
   if (!statm) return 0;
@@ -36,7 +35,19 @@ std::int64_t resident_bytes() {
   return read == 2 ? static_cast<std::int64_t>(resident) * sysconf(_SC_PAGESIZE) : 0;
 }
 
-}  // namespace
+void give_back_thread_arena() {
+#if defined(__GLIBC__)
+  // Past glibc's consolidation threshold (64 KiB) and below ws-server's
+  // M_MMAP_THRESHOLD: taken from this thread's arena, and its free ends in
+  // a trim of the arena's top down to the threshold set here.
+  constexpr std::size_t large_chunk = 256 * 1024;
+  mallopt(M_TRIM_THRESHOLD, static_cast<int>(large_chunk));
+  // Through a volatile pointer: the compiler may not drop the pair.
+  void* volatile chunk = std::malloc(large_chunk);
+  std::free(chunk);
+  mallopt(M_TRIM_THRESHOLD, static_cast<int>(kept_free_bytes_per_arena));
+#endif
+}
 
 std::int64_t give_back_free_memory() {
   const std::int64_t before = resident_bytes();

@@ -11,6 +11,7 @@
 #include <malloc.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <functional>
@@ -61,7 +62,7 @@ class json_message_flag final : public spdlog::custom_flag_formatter {
 void keep_freed_memory_for_reuse() {
 #if defined(__GLIBC__)
   mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
-  mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, static_cast<int>(agentws::kept_free_bytes_per_arena));
 #endif
 }
 
@@ -189,6 +190,23 @@ int main(int argc, char** argv) {
   agentws::server_stats last_seen;
   boost::asio::steady_timer trim_timer(signal_strand);
   bool memory_watch_stopped = false;  // on signal_strand
+  // Each I/O thread gives back the top of its own malloc arena (see
+  // give_back_thread_arena), then the last one to finish trims them all.
+  const auto give_back_memory = [&](std::uint64_t peak, std::uint64_t load) {
+    const std::int64_t before = agentws::resident_bytes();
+    auto threads_left = std::make_shared<std::atomic<std::size_t>>(contexts.size());
+    for (auto& context : contexts) {
+      boost::asio::post(*context, [threads_left, before, peak, load] {
+        agentws::give_back_thread_arena();
+        if (threads_left->fetch_sub(1) != 1) return;
+        agentws::give_back_free_memory();
+        spdlog::info(
+            "load fell from {} to {} (sockets and runs): gave back {:.1f} MiB of freed memory",
+            peak, load,
+            static_cast<double>(before - agentws::resident_bytes()) / (1024.0 * 1024.0));
+      });
+    }
+  };
   std::function<void()> watch_memory = [&] {
     trim_timer.expires_after(std::chrono::seconds(1));
     trim_timer.async_wait([&](const boost::system::error_code& ec) {
@@ -205,12 +223,7 @@ int main(int argc, char** argv) {
       // Ended runs kept for a later attach hold their histories: they are load.
       const std::uint64_t load =
           std::max(stats.sockets_open + stats.runs_active + stats.runs_retained, arrived);
-      if (trim.observe(load)) {
-        const std::int64_t released = agentws::give_back_free_memory();
-        spdlog::info(
-            "load fell from {} to {} (sockets and runs): gave back {:.1f} MiB of freed memory",
-            peak, load, static_cast<double>(released) / (1024.0 * 1024.0));
-      }
+      if (trim.observe(load)) give_back_memory(peak, load);
       watch_memory();
     });
   };
