@@ -286,6 +286,39 @@ TEST_CASE("another owner gets exactly what an unknown run_id gets", "[resume]") 
   CHECK(listed_state(owner, "mine") == "running");
 }
 
+TEST_CASE("with named tokens the token owns the runs, and its session resumes", "[resume]") {
+  server_config config = test_config();
+  config.tokens = {{"alice", "alice-secret"}, {"bob", "bob-secret"}};
+  server_fixture server(config);
+  test_peer alice(server.port(), "/ws?token=alice-secret");
+  const std::string key = alice.expect_event("connected")["payload"]["session"];
+  alice.send_command(start_continuing("job", 3, 10'000));
+  next_of(alice, "run_started");
+  // Another user of the server sees nothing of it.
+  test_peer bob(server.port(), "/ws?token=bob-secret");
+  bob.expect_event("connected");
+  bob.send_command(attach("job", -1));
+  CHECK(bob.expect_event("error")["payload"]["code"] == "run_not_found");
+  bob.send_command(list_runs());
+  CHECK(bob.expect_event("runs")["payload"]["runs"] == json::array());
+  // The same token on a fresh connection, without the key, owns the run.
+  {
+    test_peer other_tab(server.port(), "/ws?token=alice-secret");
+    other_tab.expect_event("connected");
+    CHECK(listed_state(other_tab, "job") == "running");
+  }
+  // The token's runs keep the session: its key resumes after a drop.
+  alice.abort();
+  test_peer back(server.port(), "/ws?token=alice-secret&session=" + key);
+  const json connected = back.expect_event("connected");
+  CHECK(connected["payload"]["resumed"] == true);
+  CHECK(connected["payload"]["session"] == key);
+  back.send_command(attach("job", 0));
+  CHECK(next_of(back, "run_attached")["payload"]["run_id"] == "job");
+  back.send_command(cancel("job"));
+  CHECK(next_of(back, "run_cancelled")["payload"]["run_id"] == "job");
+}
+
 TEST_CASE("list_runs, detach_run and attach_run again", "[resume]") {
   server_fixture server;
   test_peer peer(server.port());

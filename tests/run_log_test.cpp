@@ -264,7 +264,7 @@ TEST_CASE("session_keys: unguessable keys, resumed by key once they own runs, th
   CHECK(sessions.size() == 0);
   CHECK_FALSE(sessions.open(first.key).resumed);
 
-  sessions.keep(first);  // its first run
+  sessions.keep(first, session_keys::owner_of(first.serial));  // its first run
   CHECK(sessions.size() == 1);
   const auto again = sessions.open(first.key);
   CHECK(again.resumed);
@@ -274,24 +274,33 @@ TEST_CASE("session_keys: unguessable keys, resumed by key once they own runs, th
   CHECK_FALSE(unknown.resumed);
   CHECK(unknown.key != "0123456789abcdef0123456789abcdef");
 
-  const auto none = [](std::uint64_t) { return false; };
+  const auto none = [](const std::string&) { return false; };
   // Both connections of the kept session are open: it stays.
   CHECK(sessions.expire(t0 + std::chrono::hours(1), none) == 0);
   SECTION("a session with an open connection or with runs is kept") {
     session_keys small(milliseconds(1000));
     auto s = small.open("");
-    small.keep(s);
+    small.keep(s, session_keys::owner_of(s.serial));
     CHECK(small.expire(t0 + std::chrono::hours(1), none) == 0);
     small.close(s.serial, t0, true);
     CHECK(small.expire(t0 + milliseconds(999), none) == 0);
-    CHECK(small.expire(t0 + milliseconds(1000), [](std::uint64_t) { return true; }) == 0);
+    CHECK(small.expire(t0 + milliseconds(1000), [](const std::string&) { return true; }) == 0);
     CHECK(small.expire(t0 + milliseconds(1000), none) == 1);
     CHECK_FALSE(small.open(s.key).resumed);
+  }
+  SECTION("with tokens, the runs of the token's owner keep the session") {
+    session_keys small(milliseconds(1000));
+    auto s = small.open("");
+    small.keep(s, "token:alice");
+    small.close(s.serial, t0, true);
+    const auto alice_has_runs = [](const std::string& owner) { return owner == "token:alice"; };
+    CHECK(small.expire(t0 + milliseconds(1000), alice_has_runs) == 0);
+    CHECK(small.open(s.key).resumed);
   }
   SECTION("a session left with no connection and no runs is forgotten at once") {
     session_keys small(milliseconds(1000));
     auto s = small.open("");
-    small.keep(s);
+    small.keep(s, session_keys::owner_of(s.serial));
     const auto twice = small.open(s.key);
     small.close(s.serial, t0, false);
     CHECK(small.size() == 1);  // one connection still open

@@ -152,8 +152,9 @@ asio::awaitable<void> basic_session<Transport>::serve(
   life_.close();
   leave_all_runs();
   outbox_.close();
+  // With tokens the runs are the token's: they keep the session's key too.
   state_->sessions.close(session_.serial, std::chrono::steady_clock::now(),
-                         state_->registry->has_runs(session_keys::owner_of(session_.serial)));
+                         state_->registry->has_runs(owner_));
   send_watchdog_.cancel();   // its wait holds the session alive
   liveness_timer_.cancel();  // so does this one
   spdlog::info("conn {}: websocket closed ({})", id_, peer);

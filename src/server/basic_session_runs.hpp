@@ -129,7 +129,7 @@ void basic_session<Transport>::start_run(start_run_command command) {
       return;
   }
   // From its first run on, the session can be resumed by its key.
-  state_->sessions.keep(session_);
+  state_->sessions.keep(session_, owner_);
   const std::uint64_t serial = next_run_serial_++;
   runs_.emplace(run->run_id(), followed_run{run, serial, nullptr});
   state_->counters.runs_started.fetch_add(1, std::memory_order_relaxed);

@@ -204,9 +204,7 @@ server_state::server_state(server_config cfg)
 
 void server_state::expire_runs(std::chrono::steady_clock::time_point now) {
   registry->expire(now);
-  sessions.expire(now, [this](std::uint64_t serial) {
-    return registry->has_runs(session_keys::owner_of(serial));
-  });
+  sessions.expire(now, [this](const std::string& owner) { return registry->has_runs(owner); });
 }
 
 socket_table::admission server_state::admit_socket(const std::string& address, std::uint64_t& id) {

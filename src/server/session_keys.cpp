@@ -33,11 +33,11 @@ session_keys::opened session_keys::open(std::string_view presented) {
   return {std::move(key), next_serial_++, false, false};
 }
 
-void session_keys::keep(opened& session) {
+void session_keys::keep(opened& session, std::string owner) {
   if (session.kept) return;
   std::lock_guard lock(mutex_);
   session.kept = true;
-  sessions_.emplace(session.key, session_entry{session.serial, 1, {}});
+  sessions_.emplace(session.key, session_entry{session.serial, std::move(owner), 1, {}});
   keys_.emplace(session.serial, session.key);
 }
 
@@ -55,13 +55,12 @@ void session_keys::close(std::uint64_t serial, clock::time_point now, bool has_r
 }
 
 std::size_t session_keys::expire(clock::time_point now,
-                                 const std::function<bool(std::uint64_t)>& has_runs) {
+                                 const std::function<bool(const std::string&)>& has_runs) {
   std::lock_guard lock(mutex_);
   std::size_t forgotten = 0;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     const session_entry& found = it->second;
-    if (found.connections == 0 && now - found.last_closed >= retention_ &&
-        !has_runs(found.serial)) {
+    if (found.connections == 0 && now - found.last_closed >= retention_ && !has_runs(found.owner)) {
       keys_.erase(found.serial);
       it = sessions_.erase(it);
       ++forgotten;

@@ -36,16 +36,19 @@ class session_keys {
   // connection costs no entry, and a key with nothing behind it has nothing
   // to resume.
   opened open(std::string_view presented);
-  // The session starts owning runs: its key becomes resumable.
-  void keep(opened& session);
+  // The session starts owning runs, filed under `owner` (its own name,
+  // owner_of(serial), or with tokens the token's): its key becomes resumable
+  // for as long as that owner has runs.
+  void keep(opened& session, std::string owner);
   // A connection of session `serial` closed at `now`. A session left with
   // no connection and no runs (`has_runs` false) is forgotten at once: there
   // is nothing to resume, and a key kept for nothing is memory kept for
   // nothing.
   void close(std::uint64_t serial, clock::time_point now, bool has_runs);
-  // Forgets the sessions no connection used for the retention time and for
-  // which `has_runs(serial)` is false; returns how many.
-  std::size_t expire(clock::time_point now, const std::function<bool(std::uint64_t)>& has_runs);
+  // Forgets the sessions no connection used for the retention time and
+  // whose owner has no runs (`has_runs(owner)` false); returns how many.
+  std::size_t expire(clock::time_point now,
+                     const std::function<bool(const std::string& owner)>& has_runs);
   std::size_t size() const;
 
   // The owner name the registry files a session's runs under.
@@ -54,6 +57,7 @@ class session_keys {
  private:
   struct session_entry {
     std::uint64_t serial = 0;
+    std::string owner;  // whose runs keep it
     std::size_t connections = 0;
     clock::time_point last_closed{};
   };
