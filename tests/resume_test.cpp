@@ -8,9 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "raw_peer.hpp"
 #include "test_peer.hpp"
 
 using agentws::server_config;
+using agentws::server_stats;
 using namespace agentws::testing;
 
 namespace {
@@ -317,6 +319,59 @@ TEST_CASE("with named tokens the token owns the runs, and its session resumes", 
   CHECK(next_of(back, "run_attached")["payload"]["run_id"] == "job");
   back.send_command(cancel("job"));
   CHECK(next_of(back, "run_cancelled")["payload"]["run_id"] == "job");
+}
+
+TEST_CASE("a follower closed for not reading resumes its run on a new connection", "[resume]") {
+  server_config config = test_config();
+  config.send_timeout = 300ms;
+  config.handshake_timeout = 20s;  // the close deadline: the peer reads again long before it
+  // The whole run stays in its history: the resume is exact, no gap.
+  config.limits.history_events = 100'000;
+  config.limits.history_bytes = 32 * 1024 * 1024;
+  server_fixture server(config);
+  raw_peer stalled(server.port(), 16 * 1024);  // a small receive buffer, read by nobody
+  const auto answer = stalled.upgrade();
+  REQUIRE(answer);
+  REQUIRE(answer->status == 101);
+  const std::string key = stalled.expect_event("connected")["payload"]["session"];
+  constexpr std::uint64_t steps = 40'000;  // far more than every buffer on the way holds
+  stalled.send_command(start_continuing("long", static_cast<int>(steps), 0));
+  REQUIRE(server.wait_for_stats([](const server_stats& s) { return s.slow_consumer_closes == 1; },
+                                10s));
+  // Closed as today: what was sent, in order, then 1008.
+  std::uint64_t last_seq = 0;
+  bool started = false;
+  while (std::optional<json> event = stalled.next_event(5000ms)) {
+    INFO("event: " << event->dump());
+    if ((*event)["event_type"] == "run_started") {
+      started = true;
+      continue;
+    }
+    REQUIRE((*event)["event_type"] == "run_event");
+    REQUIRE((*event)["payload"]["seq"] == last_seq + 1);
+    ++last_seq;
+  }
+  CHECK(started);
+  CHECK(stalled.close_code() == 1008u);
+  REQUIRE(last_seq < steps);
+
+  // Back with the session: exactly the rest, in order, to the end.
+  test_peer back(server.port(), target_for(key));
+  CHECK(back.expect_event("connected")["payload"]["resumed"] == true);
+  back.send_command(attach("long", static_cast<std::int64_t>(last_seq)));
+  CHECK(next_of(back, "run_attached")["payload"]["run_id"] == "long");
+  std::uint64_t next_seq = last_seq + 1;
+  for (;;) {
+    const std::optional<json> event = back.next_event(10s);
+    REQUIRE(event);
+    const std::string type = (*event)["event_type"];
+    INFO("event: " << event->dump());
+    REQUIRE((type == "run_event" || type == "run_done"));
+    REQUIRE((*event)["payload"]["seq"] == next_seq);
+    ++next_seq;
+    if (type == "run_done") break;
+  }
+  CHECK(next_seq == steps + 2);  // every step, then run_done
 }
 
 TEST_CASE("list_runs, detach_run and attach_run again", "[resume]") {
