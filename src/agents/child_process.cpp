@@ -1,6 +1,7 @@
 #include "agents/child_process.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -157,6 +158,31 @@ exit_status status_of(const siginfo_t& info) {
     status.signal = info.si_status;
   }
   return status;
+}
+
+// Until the descriptor reports `what`, or `ready()` says it happened already.
+// Asio registers a descriptor edge-triggered and never tries a wait before
+// queueing it, so readiness reported while no wait is queued is lost (a
+// child that exits, or a reader that empties the pipe, right before the wait
+// starts). So the wait is queued first, then `ready()` asked: if it holds,
+// the wait is cancelled (with any other on the descriptor; those look
+// again too). The completion's error, operation_aborted included.
+template <typename Ready>
+asio::awaitable<error_code> wait_until(asio::posix::stream_descriptor& descriptor,
+                                       asio::posix::stream_descriptor::wait_type what,
+                                       Ready ready) {
+  error_code ec;
+  auto token = asio::redirect_error(asio::use_awaitable, ec);
+  co_await asio::async_initiate<decltype(token), void(error_code)>(
+      [&descriptor, what, ready](auto handler) {
+        descriptor.async_wait(what, std::move(handler));
+        if (ready()) {
+          error_code ignored;
+          descriptor.cancel(ignored);
+        }
+      },
+      token);
+  co_return ec;
 }
 
 // Throws operation_aborted if the calling coroutine was cancelled.
@@ -349,6 +375,8 @@ void child_process::reap() noexcept {
   do {
     rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd_.native_handle()), &info, WEXITED | WNOHANG);
   } while (rc < 0 && errno == EINTR);
+  // Still running (not after the peek that led here): nothing to record.
+  if (rc == 0 && info.si_pid == 0) return;
   status_ = rc == 0 ? status_of(info) : exit_status{};
 }
 
@@ -364,18 +392,8 @@ asio::awaitable<void> child_process::exit_observed() {
       reap();
       co_return;
     }
-    // Asio registers the pidfd edge-triggered and does not try a wait
-    // speculatively: an exit reported while no wait is queued would be lost.
-    // So queue the wait, then look again; if the child exited in between,
-    // cancel the wait (and any other queued on it: those look again too).
-    error_code ec;
-    auto token = asio::redirect_error(asio::use_awaitable, ec);
-    co_await asio::async_initiate<decltype(token), void(error_code)>(
-        [this](auto handler) {
-          pidfd_.async_wait(asio::posix::stream_descriptor::wait_read, std::move(handler));
-          if (leader_exited()) pidfd_.cancel();
-        },
-        token);
+    const error_code ec = co_await wait_until(pidfd_, asio::posix::stream_descriptor::wait_read,
+                                              [this] { return leader_exited(); });
     if (ec == asio::error::operation_aborted) {
       co_await throw_if_cancelled();
     } else if (ec) {
@@ -412,9 +430,12 @@ void child_process::close_stdin() noexcept {
 
 asio::awaitable<void> child_process::stdin_writable() {
   // Closed meanwhile, or lost the race: the caller looks again either way.
-  error_code ignored;
-  co_await stdin_.async_wait(asio::posix::stream_descriptor::wait_write,
-                             asio::redirect_error(asio::use_awaitable, ignored));
+  if (!stdin_.is_open()) co_return;
+  const int fd = stdin_.native_handle();
+  co_await wait_until(stdin_, asio::posix::stream_descriptor::wait_write, [fd] {
+    pollfd room{fd, POLLOUT, 0};
+    return ::poll(&room, 1, 0) != 0;  // room, or an error the next write reports
+  });
 }
 
 asio::awaitable<write_status> child_process::write_line(std::string text,
