@@ -207,6 +207,8 @@ std::string_view to_string(cancel_reason reason) noexcept {
       return "shutdown";
     case cancel_reason::disconnect:
       return "disconnect";
+    case cancel_reason::timeout:
+      return "timeout";
   }
   return "client";
 }
@@ -225,7 +227,8 @@ std::string_view to_string(run_state_name state) noexcept {
 
 void append_connected(std::string& out, std::string_view ts, const server_identity& server,
                       const protocol_limits& limits, const run_params& defaults,
-                      const session_announcement& session) {
+                      const session_announcement& session,
+                      const std::vector<agent_listing>& agents) {
   std::string limits_json;
   const auto limit = [&](std::string_view name, std::uint64_t value) {
     limits_json.append(limits_json.empty() ? "{\"" : ", \"");
@@ -245,6 +248,12 @@ void append_connected(std::string& out, std::string_view ts, const server_identi
   limit("max_runs_per_owner", limits.max_runs_per_owner);
   limit("max_detached_runs", limits.max_detached_runs);
   limit("max_detach_grace_ms", limits.max_detach_grace_ms);
+  if (!agents.empty()) {
+    limit("max_timeout_ms", limits.max_timeout_ms);
+    limit("default_timeout_ms", limits.default_timeout_ms);
+    limit("max_event_bytes", limits.max_event_bytes);
+    limit("max_input_queue", limits.max_input_queue);
+  }
   limits_json.append("}");
 
   std::string defaults_json = "{\"steps\": ";
@@ -253,18 +262,102 @@ void append_connected(std::string& out, std::string_view ts, const server_identi
   append_uint(defaults_json, defaults.interval_ms);
   defaults_json.append("}");
 
+  std::string features = R"(["params", "request_id")";
+  if (!agents.empty()) features.append(R"(, "agents", "input")");
+  if (!session.key.empty()) features.append(R"(, "resume")");
+  features.append("]");
+  std::string agents_json = "[";
+  for (const agent_listing& agent : agents) {
+    if (agents_json.size() > 1) agents_json.append(", ");
+    agents_json.append("{\"name\": ");
+    append_json_string(agents_json, agent.name);
+    agents_json.append(", \"description\": ");
+    append_json_string(agents_json, agent.description);
+    agents_json.append(agent.accepts_input ? ", \"accepts_input\": true}"
+                                           : ", \"accepts_input\": false}");
+  }
+  agents_json.append("]");
+
   std::string server_name = server.name;
   if (!server.version.empty()) server_name += "/" + server.version;
   event_writer writer(out, "connected", ts);
   writer.field("message", "Connected")
       .field("protocol", protocol_version)
       .field("server", server_name)
-      .raw_field("features", session.key.empty() ? R"(["params", "request_id"])"
-                                                 : R"(["params", "request_id", "resume"])")
+      .raw_field("features", features)
       .raw_field("limits", limits_json)
       .raw_field("defaults", defaults_json);
+  if (!agents.empty()) writer.raw_field("agents", agents_json);
   if (!session.key.empty()) writer.field("session", session.key).field("resumed", session.resumed);
   writer.finish();
+}
+
+namespace {
+
+// A JSON value with the envelope's separators (", " and ": "), the way
+// Python's json.dumps writes it.
+void append_json_value(std::string& out, const nlohmann::json& value) {
+  switch (value.type()) {
+    case nlohmann::json::value_t::object: {
+      out.push_back('{');
+      bool first = true;
+      for (const auto& [key, member] : value.items()) {
+        if (!first) out.append(", ");
+        first = false;
+        append_json_string(out, key);
+        out.append(": ");
+        append_json_value(out, member);
+      }
+      out.push_back('}');
+      return;
+    }
+    case nlohmann::json::value_t::array: {
+      out.push_back('[');
+      bool first = true;
+      for (const auto& member : value) {
+        if (!first) out.append(", ");
+        first = false;
+        append_json_value(out, member);
+      }
+      out.push_back(']');
+      return;
+    }
+    case nlohmann::json::value_t::string:
+      append_json_string(out, value.get_ref<const std::string&>());
+      return;
+    default:
+      out.append(value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      return;
+  }
+}
+
+}  // namespace
+
+void append_run_event_fields(std::string& out, std::string_view ts, std::string_view run_id,
+                             std::uint64_t step, std::uint64_t seq, const nlohmann::json& fields) {
+  std::string members;
+  for (const auto& [key, member] : fields.items()) {
+    if (key == "run_id" || key == "step" || key == "seq") continue;  // the server's
+    members.append(", ");
+    append_json_string(members, key);
+    members.append(": ");
+    append_json_value(members, member);
+  }
+  event_writer(out, "run_event", ts)
+      .field("run_id", run_id)
+      .field("step", step)
+      .field("seq", seq)
+      .raw_members(members)
+      .finish();
+}
+
+void append_input_received(std::string& out, std::string_view ts, std::string_view run_id,
+                           std::uint64_t seq, const std::optional<std::string>& request_id) {
+  event_writer(out, "input_received", ts)
+      .field("run_id", run_id)
+      .field("seq", seq)
+      .optional_field("request_id", request_id)
+      .finish();
 }
 
 void append_run_started(std::string& out, std::string_view ts, std::string_view run_id,

@@ -43,6 +43,13 @@ constexpr std::array<error_row, protocol_error_code_count> error_table{{
     {protocol_error_code::already_attached, "already_attached"},
     {protocol_error_code::not_attached, "not_attached"},
     {protocol_error_code::invalid_option, "invalid_option"},
+    {protocol_error_code::unknown_agent, "unknown_agent"},
+    {protocol_error_code::invalid_input, "invalid_input"},
+    {protocol_error_code::invalid_timeout, "invalid_timeout"},
+    {protocol_error_code::input_not_accepted, "input_not_accepted"},
+    {protocol_error_code::input_queue_full, "input_queue_full"},
+    {protocol_error_code::unavailable, "unavailable"},
+    {protocol_error_code::too_many_processes, "too_many_processes"},
 }};
 
 constexpr bool table_matches_enum() {
@@ -78,6 +85,14 @@ std::string dump_bounded(const json& object, std::string_view text) {
   std::string dumped = summary.dump(-1, ' ', false, json::error_handler_t::replace);
   if (dumped.size() <= max_received_echo_bytes) return dumped;
   return R"({"truncated":true})";
+}
+
+// An agent's name is short: names come from the server's configuration.
+constexpr std::size_t max_agent_name_bytes = 128;
+
+// A value as compact JSON, for agents to read (invalid UTF-8 replaced).
+std::string compact(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 // Reads an optional unsigned integer parameter; nullopt result means "absent".
@@ -287,7 +302,8 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
   const bool is_attach = command_name && *command_name == "attach_run";
   const bool is_detach = command_name && *command_name == "detach_run";
   const bool is_list = command_name && *command_name == "list_runs";
-  if (!is_start && !is_cancel && !is_attach && !is_detach && !is_list) {
+  const bool is_input = command_name && *command_name == "send_input";
+  if (!is_start && !is_cancel && !is_attach && !is_detach && !is_list && !is_input) {
     protocol_error error =
         with_request_id(make_error(protocol_error_code::unknown_command, "Unknown command"));
     error.received_json = dump_bounded(document, text);
@@ -326,6 +342,14 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
   };
 
   if (is_cancel) return command{cancel_run_command{run_id, request_id}};
+  if (is_input) {
+    const auto it = document.find("input");
+    if (it == document.end() || it->is_null()) {
+      return with_request_id(
+          run_error(protocol_error_code::invalid_input, "input is required", run_id, {}));
+    }
+    return command{send_input_command{run_id, compact(*it), request_id}};
+  }
   if (is_detach) return command{detach_run_command{run_id, request_id}};
   if (is_attach) {
     attach_run_command attach{run_id, -1, request_id};
@@ -341,18 +365,50 @@ parse_result parse_command(std::string_view text, const protocol_limits& limits)
     return command{std::move(attach)};
   }
 
-  start_run_command start{run_id, {}, request_id};
+  start_run_command start;
+  start.run_id = run_id;
+  start.request_id = request_id;
   if (auto it = document.find("params"); it != document.end() && !it->is_null()) {
-    std::optional<protocol_error> error;
     if (!it->is_object()) {
-      error = make_error(protocol_error_code::invalid_params, "params must be an object");
-    } else if (!(error = read_bound(*it, "steps", limits.max_steps, start.params.steps))) {
+      protocol_error error =
+          make_error(protocol_error_code::invalid_params, "params must be an object");
+      error.run_id = run_id;
+      return with_request_id(std::move(error));
+    }
+    start.params_json = compact(*it);  // the agent validates what is inside
+    std::optional<protocol_error> error =
+        read_bound(*it, "steps", limits.max_steps, start.params.steps);
+    if (!error) {
       error = read_bound(*it, "interval_ms", limits.max_interval_ms, start.params.interval_ms);
     }
     if (error) {
       error->run_id = run_id;
-      return with_request_id(std::move(*error));
+      error->request_id = request_id;
+      start.params = {};
+      start.demo_params_error = std::move(error);
     }
+  }
+  if (auto it = document.find("agent"); it != document.end() && !it->is_null()) {
+    if (!it->is_string() || it->get_ref<const std::string&>().empty() ||
+        it->get_ref<const std::string&>().size() > max_agent_name_bytes) {
+      return with_request_id(run_error(protocol_error_code::unknown_agent,
+                                       "agent must be the name of an agent this server offers",
+                                       run_id, {}));
+    }
+    start.agent = it->get_ref<const std::string&>();
+  }
+  if (auto it = document.find("input"); it != document.end() && !it->is_null()) {
+    start.input_json = compact(*it);
+  }
+  if (auto it = document.find("timeout_ms"); it != document.end() && !it->is_null()) {
+    if (!it->is_number_unsigned() || it->get<std::uint64_t>() == 0 ||
+        it->get<std::uint64_t>() > limits.max_timeout_ms) {
+      return with_request_id(run_error(
+          protocol_error_code::invalid_timeout,
+          "timeout_ms must be an integer from 1 to " + std::to_string(limits.max_timeout_ms),
+          run_id, {}));
+    }
+    start.timeout_ms = it->get<std::uint64_t>();
   }
   if (auto it = document.find("on_disconnect"); it != document.end() && !it->is_null()) {
     if (it->is_string() && it->get_ref<const std::string&>() == "cancel") {
@@ -403,7 +459,6 @@ protocol_error too_many_runs_error(std::string run_id, std::optional<std::string
   return error;
 }
 
-namespace {
 protocol_error run_error(protocol_error_code code, std::string message, std::string run_id,
                          std::optional<std::string> request_id) {
   protocol_error error = make_error(code, std::move(message));
@@ -411,7 +466,6 @@ protocol_error run_error(protocol_error_code code, std::string message, std::str
   error.request_id = std::move(request_id);
   return error;
 }
-}  // namespace
 
 protocol_error run_not_found_error(std::string run_id, std::optional<std::string> request_id) {
   return run_error(protocol_error_code::run_not_found, "No such run", std::move(run_id),

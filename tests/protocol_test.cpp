@@ -41,16 +41,26 @@ std::string shorten(std::string_view text) {
              : std::string(text.substr(0, 200)) + "... (" + std::to_string(text.size()) + " bytes)";
 }
 
+// A command as the server reads it for the demo agent: a start_run whose
+// params the demo agent refuses is refused with that error.
+agentws::parse_result parse_for_demo(std::string_view text, const protocol_limits& limits) {
+  agentws::parse_result result = agentws::parse_command(text, limits);
+  auto* parsed = std::get_if<agentws::command>(&result);
+  auto* start = parsed ? std::get_if<start_run_command>(parsed) : nullptr;
+  if (start && start->demo_params_error) return *start->demo_params_error;
+  return result;
+}
+
 protocol_error parse_error(std::string_view text, const protocol_limits& limits = default_limits) {
   INFO("command: " << shorten(text));
-  const agentws::parse_result result = agentws::parse_command(text, limits);
+  const agentws::parse_result result = parse_for_demo(text, limits);
   REQUIRE(std::holds_alternative<protocol_error>(result));
   return std::get<protocol_error>(result);
 }
 
 agentws::command parse_ok(std::string_view text, const protocol_limits& limits = default_limits) {
   INFO("command: " << shorten(text));
-  const agentws::parse_result result = agentws::parse_command(text, limits);
+  const agentws::parse_result result = parse_for_demo(text, limits);
   if (const auto* error = std::get_if<protocol_error>(&result)) {
     FAIL("refused with " << agentws::to_string(error->code) << ": " << error->message);
   }

@@ -106,7 +106,7 @@ TEST_CASE("connected announces protocol 2, resume, a session and the history lim
   const json& payload = connected["payload"];
   CHECK(payload["message"] == "Connected");
   CHECK(payload["protocol"] == 2);
-  CHECK(payload["features"] == json{"params", "request_id", "resume"});
+  CHECK(payload["features"] == json{"params", "request_id", "agents", "input", "resume"});
   CHECK(payload["session"].get<std::string>().size() == 32);
   CHECK(payload["resumed"] == false);
   CHECK(payload["limits"]["history_events"] == 1024);
@@ -258,6 +258,35 @@ TEST_CASE("cancel_run from a second connection of the same owner", "[resume]") {
   second.send_command({{"command", "cancel_run"}, {"run_id", "r"}});
   CHECK(second.expect_event("error")["payload"]["code"] == "run_not_active");
   second.run_to_completion("r");
+}
+
+TEST_CASE("a connection that attached and cancels gets one run_cancelled", "[resume]") {
+  server_fixture server;
+  test_peer owner(server.port());
+  const std::string key = owner.expect_event("connected")["payload"]["session"];
+  owner.run_to_completion("first");  // from its first run on, the session's key resumes
+  test_peer follower(server.port(), target_for(key));
+  REQUIRE(follower.expect_event("connected")["payload"]["resumed"] == true);
+  for (int round = 0; round < 20; ++round) {
+    const std::string run_id = "r" + std::to_string(round);
+    owner.send_command(start_continuing(run_id, 1000, 2));
+    next_of(owner, "run_started");
+    follower.send_command(attach(run_id, -1));
+    next_of(follower, "run_attached");
+    follower.send_command(cancel(run_id));
+    int cancelled = 0;
+    // Everything up to the answer to a later command: one terminal event.
+    follower.send_command(list_runs());
+    for (;;) {
+      auto event = follower.next_event();
+      REQUIRE(event);
+      if ((*event)["event_type"] == "runs") break;
+      if ((*event)["event_type"] == "run_cancelled") ++cancelled;
+    }
+    INFO("round " << round);
+    CHECK(cancelled == 1);
+    next_of(owner, "run_cancelled");
+  }
 }
 
 TEST_CASE("another owner gets exactly what an unknown run_id gets", "[resume]") {

@@ -8,8 +8,11 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -23,8 +26,15 @@ class run_context {
   virtual ~run_context() = default;
 
   virtual const std::string& run_id() const noexcept = 0;
-  // The run's params: the server's defaults with the command's overrides.
+  // The demo agent's params: the server's defaults with the command's overrides.
   virtual const run_params& params() const noexcept = 0;
+  // The start_run's `params` object and `input` value (null when absent),
+  // as the client sent them; validated by agent::validate before the run.
+  virtual const nlohmann::json& params_json() const noexcept = 0;
+  virtual const nlohmann::json& input() const noexcept = 0;
+  // The run's deadline (timeout_ms), if it has one: past it the server
+  // cancels the run with reason "timeout".
+  virtual std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept = 0;
   // True once the run is cancelled (by the client or by shutdown).
   virtual bool cancelled() const noexcept = 0;
 
@@ -32,6 +42,13 @@ class run_context {
   // Suspends while the connection's outbox is full (nothing is ever dropped).
   // Returns false, without sending, once the run is cancelled.
   virtual boost::asio::awaitable<bool> emit(std::string_view text) = 0;
+  // Sends one run_event with the agent's own fields (a JSON object, e.g.
+  // {"kind": "text_delta", "text": "Hel"}); the server adds run_id, step and
+  // seq, and drops fields of those names. Otherwise as emit(text).
+  virtual boost::asio::awaitable<bool> emit_fields(const nlohmann::json& fields) = 0;
+  // The next input a client sent to this run (send_input), in order;
+  // nothing once the run is cancelled. Only for agents that accept input.
+  virtual boost::asio::awaitable<std::optional<nlohmann::json>> next_input() = 0;
 
   // Waits `duration`; returns false at once if the run is cancelled meanwhile.
   // A zero duration still yields, so other runs and commands get their turn.
@@ -48,11 +65,33 @@ class run_context {
 class agent {
  public:
   virtual ~agent() = default;
+
+  // What `connected` says of it (its name is the one it is registered under).
+  virtual std::string description() const { return {}; }
+  // Whether clients may send_input to its runs.
+  virtual bool accepts_input() const { return false; }
+  // Whether its params are the demo agent's (steps and interval_ms, read
+  // into run_context::params()): then the server refuses them with version
+  // 1's bounds and messages before validate() is asked.
+  virtual bool takes_demo_params() const { return true; }
+  // Refuses a start before the run exists (invalid_params, invalid_input):
+  // a bad start is an error event, not a failed run. Runs on an I/O thread:
+  // keep it quick. By default anything goes.
+  virtual std::optional<protocol_error> validate(const nlohmann::json& params,
+                                                 const nlohmann::json& input,
+                                                 const protocol_limits& limits) const {
+    (void)params;
+    (void)input;
+    (void)limits;
+    return std::nullopt;
+  }
+
   virtual boost::asio::awaitable<void> run(run_context& context) = 0;
 };
 
-// The original module's agent: params().steps events "agent step <n>", the
-// first at once, params().interval_ms apart, and one more interval before done.
+// The original module's agent ("demo"): params().steps events "agent step
+// <n>", the first at once, params().interval_ms apart, and one more interval
+// before done. Takes no input.
 std::shared_ptr<agent> make_demo_agent();
 
 }  // namespace agentws

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "agentws/protocol.hpp"
 
 namespace agentws {
@@ -65,6 +67,11 @@ class event_writer {
     if (value) field(key, *value);
     return *this;
   }
+  // Members already written as `, "key": value` pairs, after at least one field.
+  event_writer& raw_members(std::string_view members) {
+    out_.append(members);
+    return *this;
+  }
   void finish();
 
  private:
@@ -74,7 +81,7 @@ class event_writer {
 };
 
 // Why a run was cancelled (payload.reason).
-enum class cancel_reason { client, shutdown, disconnect };
+enum class cancel_reason { client, shutdown, disconnect, timeout };
 std::string_view to_string(cancel_reason reason) noexcept;
 
 // Where a run is in its life (run_attached's and runs' "state").
@@ -92,15 +99,33 @@ struct session_announcement {
   bool resumed = false;
 };
 
+// An agent the server offers, as `connected` lists it.
+struct agent_listing {
+  std::string name;
+  std::string description;
+  bool accepts_input = false;
+};
+
 // The complete event builders of the protocol. Every run-scoped event
 // carries the run's `seq` (run_started is 0).
+// With `agents`, the agents section is announced (features "agents" and
+// "input", the list, and their limits).
 void append_connected(std::string& out, std::string_view ts, const server_identity& server,
                       const protocol_limits& limits, const run_params& defaults,
-                      const session_announcement& session = {});
+                      const session_announcement& session = {},
+                      const std::vector<agent_listing>& agents = {});
 void append_run_started(std::string& out, std::string_view ts, std::string_view run_id,
                         const std::optional<std::string>& request_id);
 void append_run_event(std::string& out, std::string_view ts, std::string_view run_id,
                       std::uint64_t step, std::uint64_t seq, std::string_view text);
+// An agent's structured event: `fields` (a JSON object) after the server's
+// run_id, step and seq; keys of those names in `fields` are dropped, so an
+// agent cannot forge them. Written with the envelope's separators.
+void append_run_event_fields(std::string& out, std::string_view ts, std::string_view run_id,
+                             std::uint64_t step, std::uint64_t seq, const nlohmann::json& fields);
+// A send_input reached the run's agent's queue.
+void append_input_received(std::string& out, std::string_view ts, std::string_view run_id,
+                           std::uint64_t seq, const std::optional<std::string>& request_id);
 // `failure` set: the agent failed; still the run's one terminal event.
 void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
                      std::uint64_t seq, std::string_view failure = {});

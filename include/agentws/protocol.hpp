@@ -40,6 +40,14 @@ struct protocol_limits {
   std::uint64_t retention_ms = 600'000;
   std::size_t max_runs_per_owner = 1024;
   std::size_t max_detached_runs = 10'000;
+  // Agents: a run's deadline (timeout_ms) may be at most `max_timeout_ms`;
+  // `default_timeout_ms` applies when a start_run names none (0: no
+  // deadline). One event of an agent is at most `max_event_bytes`; a run
+  // holds at most `max_input_queue` inputs its agent has not taken yet.
+  std::uint64_t max_timeout_ms = 86'400'000;
+  std::uint64_t default_timeout_ms = 0;
+  std::size_t max_event_bytes = 64 * 1024;
+  std::size_t max_input_queue = 16;
 };
 
 // How the demo agent paces a run when the command carries no `params`.
@@ -65,9 +73,16 @@ enum class protocol_error_code {
   already_attached,    // attach_run for a run this connection already follows
   not_attached,        // detach_run for a run this connection does not follow
   invalid_option,      // on_disconnect, detach_grace_ms or after_seq of the wrong type or range
+  unknown_agent,       // start_run naming no agent this server offers
+  invalid_input,       // input missing (send_input) or refused by the agent
+  invalid_timeout,     // timeout_ms of the wrong type or range
+  input_not_accepted,  // send_input to a run whose agent takes no input
+  input_queue_full,    // send_input while the run's input queue is full
+  unavailable,         // the server cannot take the run now (a resource it needs is missing)
+  too_many_processes,  // the server's limit of live agent processes is reached
 };
 
-inline constexpr std::size_t protocol_error_code_count = 15;
+inline constexpr std::size_t protocol_error_code_count = 22;
 
 // The code as sent on the wire, e.g. "run_not_active".
 std::string_view to_string(protocol_error_code code) noexcept;
@@ -100,10 +115,22 @@ enum class disconnect_policy {
 
 struct start_run_command {
   std::string run_id;
+  // The demo agent's reading of `params` (steps, interval_ms), or why it
+  // refuses them (version 1's bounds and messages). Not an error of the
+  // command: only agents that read demo params refuse it (see agent.hpp).
   run_params_override params;
+  std::optional<protocol_error> demo_params_error;
   std::optional<std::string> request_id;
   disconnect_policy on_disconnect = disconnect_policy::cancel;
   std::uint64_t detach_grace_ms = 0;
+  // Version 2 agents: the agent's name (empty: the server's default), its
+  // params as a JSON object (compact; empty: none), the run's input (any
+  // JSON value, compact; none when absent or null) and its deadline (0:
+  // the server's default).
+  std::string agent;
+  std::string params_json;
+  std::optional<std::string> input_json;
+  std::uint64_t timeout_ms = 0;
 };
 
 struct cancel_run_command {
@@ -127,8 +154,15 @@ struct list_runs_command {
   std::optional<std::string> request_id;
 };
 
+// Input for a running run's agent: any JSON value (compact).
+struct send_input_command {
+  std::string run_id;
+  std::string input_json;
+  std::optional<std::string> request_id;
+};
+
 using command = std::variant<start_run_command, cancel_run_command, attach_run_command,
-                             detach_run_command, list_runs_command>;
+                             detach_run_command, list_runs_command, send_input_command>;
 using parse_result = std::variant<command, protocol_error>;
 
 // Reads one text frame as a command. Never throws on peer input: every way
@@ -151,6 +185,9 @@ protocol_error not_attached_error(std::string run_id, std::optional<std::string>
 // A limit of the owner's or the server's runs (`what` says which).
 protocol_error run_limit_error(std::string run_id, std::optional<std::string> request_id,
                                std::string message);
+// Any other refusal of a command on `run_id`.
+protocol_error run_error(protocol_error_code code, std::string message, std::string run_id,
+                         std::optional<std::string> request_id);
 
 // True when `text` nests arrays/objects deeper than `max_depth`. Linear,
 // iterative, tolerant of invalid JSON (it only counts brackets outside strings).

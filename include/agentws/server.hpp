@@ -23,6 +23,12 @@ struct named_token {
   std::string token;
 };
 
+// An agent the server offers under `name` (start_run's "agent").
+struct named_agent {
+  std::string name;
+  std::shared_ptr<agent> logic;
+};
+
 struct server_config {
   std::string host = "127.0.0.1";
   std::uint16_t port = 8000;  // 0 picks a free port; see server::port()
@@ -30,6 +36,12 @@ struct server_config {
   protocol_limits limits;
   run_params default_params;           // for start_run without params
   std::shared_ptr<agent> agent_logic;  // null: the demo agent
+  // More agents, by name ("demo" is always offered, and "default" when
+  // agent_logic is set); the first of a name counts. `default_agent` names
+  // the one a start_run without "agent" gets (empty: agent_logic's, else
+  // the demo agent).
+  std::vector<named_agent> agents;
+  std::string default_agent;
 
   std::size_t max_connections = 10'000;  // WebSocket sessions; past it: 503
   // Every accepted socket, before and after the upgrade (the way nginx counts
@@ -120,6 +132,7 @@ struct server_stats {
   std::uint64_t runs_cancelled_client = 0;
   std::uint64_t runs_cancelled_shutdown = 0;
   std::uint64_t runs_cancelled_disconnect = 0;
+  std::uint64_t runs_cancelled_timeout = 0;
   std::uint64_t frames_sent = 0;
   std::uint64_t bytes_sent = 0;
   std::uint64_t errors_sent = 0;

@@ -1,6 +1,9 @@
 #include <boost/asio/use_awaitable.hpp>
 
+#include <optional>
 #include <string>
+#include <utility>
+#include <variant>
 
 #include "agentws/agent.hpp"
 
@@ -9,6 +12,10 @@ namespace {
 
 class demo_agent final : public agent {
  public:
+  std::string description() const override {
+    return "Streams params.steps events \"agent step N\", params.interval_ms apart";
+  }
+
   boost::asio::awaitable<void> run(run_context& context) override {
     const run_params& params = context.params();
     const std::chrono::milliseconds interval{params.interval_ms};

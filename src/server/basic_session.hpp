@@ -153,6 +153,7 @@ class basic_session final : public home_follower, public session, public run_mai
   boost::asio::awaitable<void> cancel_run(cancel_run_command command);
   boost::asio::awaitable<void> attach_run(attach_run_command command);
   boost::asio::awaitable<void> detach_run(detach_run_command command);
+  boost::asio::awaitable<void> send_input(send_input_command command);
   void list_runs(const list_runs_command& command);
 
   // A run this connection follows: directly (it started the run, on this

@@ -138,9 +138,9 @@ asio::awaitable<void> basic_session<Transport>::serve(
   const std::string peer = lowest::peer_address(beast::get_lowest_layer(ws_));
   spdlog::info("conn {}: websocket open from {}", id_, peer);
   queue_answer([&](std::string& out) {
-    append_connected(out, now(), state_->config.identity, state_->config.limits,
-                     state_->config.default_params,
-                     session_announcement{session_.key, session_.resumed});
+    append_connected(
+        out, now(), state_->config.identity, state_->config.limits, state_->config.default_params,
+        session_announcement{session_.key, session_.resumed}, state_->agent_listings());
   });
   if (state_->stopping()) begin_shutdown();
   quiet_since_ = std::chrono::steady_clock::now();

@@ -88,12 +88,42 @@ asio::awaitable<void> basic_session<Transport>::handle_run_command(command parse
     co_await attach_run(std::move(*attach));
   } else if (auto* detach = std::get_if<detach_run_command>(&parsed)) {
     co_await detach_run(std::move(*detach));
+  } else if (auto* input = std::get_if<send_input_command>(&parsed)) {
+    co_await send_input(std::move(*input));
   }
 }
 
 template <class Transport>
 void basic_session<Transport>::start_run(start_run_command command) {
   const protocol_limits& limits = state_->config.limits;
+  // The agent first, and what it makes of the command: a bad start is an
+  // error, as version 1's params errors came before any other.
+  const server_state::agent_entry* chosen = state_->find_agent(command.agent);
+  if (!chosen) {
+    send_error(run_error(protocol_error_code::unknown_agent,
+                         "Unknown agent: " + printable(command.agent) +
+                             " (connected lists the agents of this server)",
+                         std::move(command.run_id), std::move(command.request_id)));
+    return;
+  }
+  if (chosen->logic->takes_demo_params() && command.demo_params_error) {
+    send_error(*command.demo_params_error);
+    return;
+  }
+  nlohmann::json params_json = command.params_json.empty()
+                                   ? nlohmann::json()
+                                   : nlohmann::json::parse(command.params_json, nullptr, false);
+  nlohmann::json input = command.input_json
+                             ? nlohmann::json::parse(*command.input_json, nullptr, false)
+                             : nlohmann::json();
+  if (auto refusal = chosen->logic->validate(params_json, input, limits)) {
+    refusal->run_id = std::move(command.run_id);
+    refusal->request_id = std::move(command.request_id);
+    send_error(*refusal);
+    return;
+  }
+  const std::uint64_t timeout_ms =
+      command.timeout_ms != 0 ? command.timeout_ms : limits.default_timeout_ms;
   if (runs_.contains(command.run_id)) {
     send_error(run_already_active_error(std::move(command.run_id), std::move(command.request_id)));
     return;
@@ -103,13 +133,22 @@ void basic_session<Transport>::start_run(start_run_command command) {
                                    limits.max_active_runs));
     return;
   }
-  auto run = std::make_shared<server_run>(
-      server_run::settings{owner_, command.run_id, state_->config.agent_logic ? "default" : "demo",
-                           command.params.apply_to(state_->config.default_params),
-                           command.on_disconnect,
-                           std::chrono::milliseconds(command.detach_grace_ms),
-                           history_limits{limits.history_events, limits.history_bytes}},
-      ws_.get_executor());
+  server_run::settings settings;
+  settings.owner = owner_;
+  settings.run_id = command.run_id;
+  settings.agent_name = chosen->name;
+  settings.agent = chosen->logic;
+  settings.params = command.params.apply_to(state_->config.default_params);
+  settings.params_json = std::move(params_json);
+  settings.input = std::move(input);
+  if (timeout_ms > 0) {
+    settings.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  }
+  settings.max_input_queue = limits.max_input_queue;
+  settings.on_disconnect = command.on_disconnect;
+  settings.detach_grace = std::chrono::milliseconds(command.detach_grace_ms);
+  settings.history = history_limits{limits.history_events, limits.history_bytes};
+  auto run = std::make_shared<server_run>(std::move(settings), ws_.get_executor());
   // A version 1 run (no on_disconnect, no grace) is freed with this
   // connection, not retained for later attaches.
   const bool freed_with_connection =
@@ -158,6 +197,9 @@ asio::awaitable<void> basic_session<Transport>::cancel_run(cancel_run_command co
                                               ? followed->second.run
                                               : state_->registry->find(owner_, command.run_id);
   const bool direct = followed != runs_.end() && !followed->second.mailbox;
+  // Followed through a mailbox: its run_cancelled comes that way, maybe
+  // drained while this waits for the run's strand.
+  const bool through_mailbox = followed != runs_.end() && followed->second.mailbox;
   // The registry decides who ends a run (a cancel from another connection,
   // the run finishing): exactly one of them answers.
   if (!run || !state_->registry->end(owner_, command.run_id, run.get(), run_state_name::cancelled,
@@ -189,10 +231,10 @@ asio::awaitable<void> basic_session<Transport>::cancel_run(cancel_run_command co
   const auto still = runs_.find(command.run_id);
   if (still != runs_.end() && still->second.run == run) {
     drain_mailbox(command.run_id, true);  // its events, then the run_cancelled
-  } else {
+  } else if (!through_mailbox) {
     queue_answer([&](std::string& out) { out.append(frame); });
     cancels_in_outbox_.push_back(command_read_at_);
-  }
+  }  // else the mailbox was drained meanwhile, run_cancelled included
 }
 
 template <class Transport>
@@ -285,6 +327,63 @@ asio::awaitable<void> basic_session<Transport>::detach_run(detach_run_command co
         append_run_detached(out, now(), command.run_id, command.request_id);
       },
       followed.serial);
+}
+
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::send_input(send_input_command command) {
+  const auto followed = runs_.find(command.run_id);
+  const std::shared_ptr<server_run> run = followed != runs_.end()
+                                              ? followed->second.run
+                                              : state_->registry->find(owner_, command.run_id);
+  if (!run) {
+    send_error(run_error(protocol_error_code::run_not_active, "No active run to send input to",
+                         std::move(command.run_id), std::move(command.request_id)));
+    co_return;
+  }
+  // Never throws: the parser wrote it.
+  nlohmann::json input = nlohmann::json::parse(command.input_json, nullptr, false);
+  // Followed through a mailbox: its input_received comes that way.
+  const bool through_mailbox = followed != runs_.end() && followed->second.mailbox;
+  // On the run's strand (this one when it is ours): the reader waits, so
+  // the inputs of one connection reach the agent in the order sent.
+  auto [verdict, frame] = co_await asio::co_spawn(
+      run->home(),
+      [](std::shared_ptr<server_run> target, nlohmann::json value,
+         std::optional<std::string> request_id)
+          -> asio::awaitable<std::pair<server_run::input_verdict, std::string>> {
+        std::string logged;
+        const auto result = target->push_input(std::move(value), request_id, logged);
+        co_return std::make_pair(result, std::move(logged));
+      }(run, std::move(input), command.request_id),
+      asio::use_awaitable);
+  switch (verdict) {
+    case server_run::input_verdict::queued: {
+      // Followers got input_received from the run; a sender that does not
+      // follow it gets it as the answer.
+      const auto still = runs_.find(command.run_id);
+      if (still != runs_.end() && still->second.run == run) {
+        if (still->second.mailbox) drain_mailbox(command.run_id, false);
+      } else if (!through_mailbox) {
+        queue_answer([&](std::string& out) { out.append(frame); });
+      }
+      break;
+    }
+    case server_run::input_verdict::ended:
+      send_error(run_error(protocol_error_code::run_not_active, "No active run to send input to",
+                           std::move(command.run_id), std::move(command.request_id)));
+      break;
+    case server_run::input_verdict::not_accepted:
+      send_error(run_error(protocol_error_code::input_not_accepted,
+                           "The run's agent takes no input", std::move(command.run_id),
+                           std::move(command.request_id)));
+      break;
+    case server_run::input_verdict::queue_full:
+      send_error(run_error(protocol_error_code::input_queue_full,
+                           "The run's input queue is full (limit " +
+                               std::to_string(state_->config.limits.max_input_queue) + ")",
+                           std::move(command.run_id), std::move(command.request_id)));
+      break;
+  }
 }
 
 template <class Transport>

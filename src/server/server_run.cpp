@@ -1,5 +1,7 @@
 #include "server/server_run.hpp"
 
+#include <stdexcept>
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
@@ -88,8 +90,19 @@ class agent_context final : public run_context {
 
   const std::string& run_id() const noexcept override { return run_->run_id(); }
   const run_params& params() const noexcept override { return run_->params(); }
+  const nlohmann::json& params_json() const noexcept override { return run_->params_json(); }
+  const nlohmann::json& input() const noexcept override { return run_->input(); }
+  std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept override {
+    return run_->deadline();
+  }
   bool cancelled() const noexcept override { return run_->cancelled(); }
   asio::awaitable<bool> emit(std::string_view text) override { return run_->agent_emit(text); }
+  asio::awaitable<bool> emit_fields(const nlohmann::json& fields) override {
+    return run_->agent_emit_fields(fields);
+  }
+  asio::awaitable<std::optional<nlohmann::json>> next_input() override {
+    return run_->agent_next_input();
+  }
   asio::awaitable<bool> sleep_for(std::chrono::milliseconds duration) override {
     return run_->agent_sleep(duration);
   }
@@ -103,6 +116,53 @@ class agent_context final : public run_context {
 // (GCC 12 miscompiles a co_await inside a condition, `if (!co_await f())`:
 // the results are named first, here and in the session.)
 asio::awaitable<bool> server_run::agent_emit(std::string_view text) {
+  const bool may_emit = co_await before_emit();
+  if (!may_emit) co_return false;
+  emit_event(text);
+  co_return true;
+}
+
+asio::awaitable<bool> server_run::agent_emit_fields(const nlohmann::json& fields) {
+  if (!fields.is_object()) throw std::invalid_argument("an agent's event must be a JSON object");
+  const bool may_emit = co_await before_emit();
+  if (!may_emit) co_return false;
+  emit_event_fields(fields);
+  co_return true;
+}
+
+asio::awaitable<std::optional<nlohmann::json>> server_run::agent_next_input() {
+  for (;;) {
+    if (cancelled_) co_return std::nullopt;
+    if (!inputs_.empty()) {
+      nlohmann::json next = std::move(inputs_.front());
+      inputs_.erase(inputs_.begin());
+      co_return next;
+    }
+    input_timer_.expires_at(asio::steady_timer::time_point::max());
+    co_await input_timer_.async_wait(nothrow);  // push_input and cancel wake it
+  }
+}
+
+server_run::input_verdict server_run::push_input(nlohmann::json input,
+                                                 const std::optional<std::string>& request_id,
+                                                 std::string& frame) {
+  if (ended_) return input_verdict::ended;
+  const agentws::agent* logic = settings_.agent.get();
+  if (!logic || !logic->accepts_input()) return input_verdict::not_accepted;
+  if (inputs_.size() >= settings_.max_input_queue) return input_verdict::queue_full;
+  inputs_.push_back(std::move(input));
+  const std::string_view ts = now();
+  const std::uint64_t seq = log_.append([&](std::string& out, std::uint64_t input_seq) {
+    append_input_received(out, ts, run_id(), input_seq, request_id);
+  });
+  last_seq_.store(seq, std::memory_order_relaxed);
+  frame.assign(log_.at(seq));
+  fan_out(seq);
+  input_timer_.cancel();
+  return input_verdict::queued;
+}
+
+asio::awaitable<bool> server_run::before_emit() {
   if (cancelled_) co_return false;
   if (++emits_since_yield_ >= emits_between_yields) {
     emits_since_yield_ = 0;
@@ -120,7 +180,6 @@ asio::awaitable<bool> server_run::agent_emit(std::string_view text) {
     const bool room = co_await wait_for_room();
     if (!room) co_return false;
   }
-  emit_event(text);
   co_return true;
 }
 
@@ -143,7 +202,9 @@ server_run::server_run(settings run_settings, asio::any_io_executor home)
       log_(settings_.history),
       wakeup_(home_),
       grace_timer_(home_),
-      sleep_timer_(home_) {}
+      sleep_timer_(home_),
+      input_timer_(home_),
+      deadline_timer_(home_) {}
 
 server_run::~server_run() = default;
 
@@ -166,9 +227,17 @@ std::string_view server_run::begin(home_follower& follower, std::uint64_t serial
 asio::awaitable<void> server_run::execute(std::shared_ptr<server_run> self,
                                           std::shared_ptr<server_state> state) {
   agent_context handle(*self);
+  if (self->settings_.deadline) {
+    self->deadline_timer_.expires_at(*self->settings_.deadline);
+    self->deadline_timer_.async_wait([self, state](const boost::system::error_code& ec) {
+      if (!ec) self->cancel_if_going(cancel_reason::timeout, *state);
+    });
+  }
+  const std::shared_ptr<agentws::agent> logic =
+      self->settings_.agent ? self->settings_.agent : state->find_agent("demo")->logic;
   std::string failure;
   try {
-    co_await state->agent().run(handle);
+    co_await logic->run(handle);
   } catch (const std::exception& e) {
     if (!self->cancelled_) failure = e.what()[0] ? e.what() : "agent failed";
   } catch (...) {
@@ -224,6 +293,19 @@ void server_run::emit_event(std::string_view text) {
   const std::uint64_t seq = log_.append([&](std::string& out, std::uint64_t event_seq) {
     append_run_event(out, ts, run_id(), step, event_seq, text);
   });
+  fan_out(seq);
+}
+
+void server_run::emit_event_fields(const nlohmann::json& fields) {
+  const std::uint64_t step = next_step_++;
+  const std::string_view ts = now();
+  const std::uint64_t seq = log_.append([&](std::string& out, std::uint64_t event_seq) {
+    append_run_event_fields(out, ts, run_id(), step, event_seq, fields);
+  });
+  fan_out(seq);
+}
+
+void server_run::fan_out(std::uint64_t seq) {
   const std::string_view frame = log_.at(seq);
   if (home_follower_) home_follower_->queue_run_event(home_serial_, frame);
   for (const auto& mailbox : mailboxes_)
@@ -234,6 +316,8 @@ void server_run::emit_event(std::string_view text) {
 void server_run::finish(std::string_view failure, server_state& state) {
   ended_ = true;
   grace_timer_.cancel();
+  deadline_timer_.cancel();
+  input_timer_.cancel();
   const std::uint64_t seq = log_.append([&](std::string& out, std::uint64_t done_seq) {
     append_run_done(out, now(), run_id(), done_seq, failure);
   });
@@ -255,6 +339,8 @@ std::string server_run::cancel(cancel_reason reason, const std::optional<std::st
   cancelled_ = true;
   ended_ = true;
   grace_timer_.cancel();
+  deadline_timer_.cancel();
+  input_timer_.cancel();
   const std::optional<std::uint64_t> last_step =
       next_step_ > 0 ? std::optional<std::uint64_t>(next_step_ - 1) : std::nullopt;
   const std::string_view ts = now();
@@ -285,6 +371,9 @@ std::string server_run::cancel(cancel_reason reason, const std::optional<std::st
       break;
     case cancel_reason::disconnect:
       counters.runs_cancelled_disconnect.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case cancel_reason::timeout:
+      counters.runs_cancelled_timeout.fetch_add(1, std::memory_order_relaxed);
       break;
   }
   return frame;

@@ -19,6 +19,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -138,7 +139,15 @@ class server_run final : public std::enable_shared_from_this<server_run> {
     std::string owner;
     std::string run_id;
     std::string agent_name = "demo";
+    std::shared_ptr<agentws::agent> agent;  // null: the server's demo agent
     run_params params;
+    // The start_run's params object and input (null when absent).
+    nlohmann::json params_json;
+    nlohmann::json input;
+    // Past it the run is cancelled with reason "timeout".
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    // Inputs the agent has not taken yet, at most.
+    std::size_t max_input_queue = 16;
     disconnect_policy on_disconnect = disconnect_policy::cancel;
     std::chrono::milliseconds detach_grace{0};
     history_limits history;
@@ -151,6 +160,11 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   const std::string& run_id() const noexcept { return settings_.run_id; }
   const std::string& agent_name() const noexcept { return settings_.agent_name; }
   const run_params& params() const noexcept { return settings_.params; }
+  const nlohmann::json& params_json() const noexcept { return settings_.params_json; }
+  const nlohmann::json& input() const noexcept { return settings_.input; }
+  const std::optional<std::chrono::steady_clock::time_point>& deadline() const noexcept {
+    return settings_.deadline;
+  }
   const boost::asio::any_io_executor& home() const noexcept { return home_; }
   // Readable from any thread (list_runs).
   std::uint64_t last_seq() const noexcept { return last_seq_.load(std::memory_order_relaxed); }
@@ -201,9 +215,18 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   // A mailbox made room: re-check.
   void wake() { wakeup_.cancel(); }
 
+  // send_input: queues `input` for the agent and logs input_received for
+  // every follower. `frame` gets the input_received as logged (for a
+  // sender that does not follow the run).
+  enum class input_verdict { queued, ended, not_accepted, queue_full };
+  input_verdict push_input(nlohmann::json input, const std::optional<std::string>& request_id,
+                           std::string& frame);
+
   // What the agent's run_context does (see agent.hpp): emit one run_event
   // once every follower has room, and sleep unless cancelled.
   boost::asio::awaitable<bool> agent_emit(std::string_view text);
+  boost::asio::awaitable<bool> agent_emit_fields(const nlohmann::json& fields);
+  boost::asio::awaitable<std::optional<nlohmann::json>> agent_next_input();
   boost::asio::awaitable<bool> agent_sleep(std::chrono::milliseconds duration);
 
  private:
@@ -211,7 +234,12 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   bool mailboxes_have_room();
   // Until every follower has room for one more event; false once cancelled.
   boost::asio::awaitable<bool> wait_for_room();
+  // Room for one more event, then suspends for nothing (see agent_emit).
+  boost::asio::awaitable<bool> before_emit();
   void emit_event(std::string_view text);
+  void emit_event_fields(const nlohmann::json& fields);
+  // Hands the frame logged as `seq` to every follower.
+  void fan_out(std::uint64_t seq);
   void finish(std::string_view failure, server_state& state);
   std::string_view now();
   std::size_t followers() const noexcept { return (home_follower_ ? 1 : 0) + mailboxes_.size(); }
@@ -232,6 +260,11 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   boost::asio::steady_timer wakeup_;       // a mailbox made room
   boost::asio::steady_timer grace_timer_;  // detach_grace_ms after the last follower left
   boost::asio::steady_timer sleep_timer_;  // the agent's sleep_for
+  boost::asio::steady_timer input_timer_;  // the agent waits for input
+  boost::asio::steady_timer deadline_timer_;
+  // Bounded by settings_.max_input_queue (a few): a vector, which unlike a
+  // deque allocates nothing until the first input.
+  std::vector<nlohmann::json> inputs_;
   timestamp_formatter clock_;
   std::string now_;
   bool cancelled_ = false;

@@ -1,6 +1,8 @@
 #include "server/server_state.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 #include <vector>
 
 #include "server/session.hpp"
@@ -48,8 +50,9 @@ server_stats server_counters::snapshot() const {
   s.runs_cancelled_client = get(runs_cancelled_client);
   s.runs_cancelled_shutdown = get(runs_cancelled_shutdown);
   s.runs_cancelled_disconnect = get(runs_cancelled_disconnect);
+  s.runs_cancelled_timeout = get(runs_cancelled_timeout);
   const std::uint64_t ended = s.runs_done + s.runs_cancelled_client + s.runs_cancelled_shutdown +
-                              s.runs_cancelled_disconnect;
+                              s.runs_cancelled_disconnect + s.runs_cancelled_timeout;
   s.runs_active = s.runs_started >= ended ? s.runs_started - ended : 0;
   s.frames_sent = get(frames_sent);
   s.bytes_sent = get(bytes_sent);
@@ -107,6 +110,7 @@ std::string server_counters::render_metrics() const {
          R"(reason="client")");
   metric("runs_cancelled_total", "", "", s.runs_cancelled_shutdown, R"(reason="shutdown")");
   metric("runs_cancelled_total", "", "", s.runs_cancelled_disconnect, R"(reason="disconnect")");
+  metric("runs_cancelled_total", "", "", s.runs_cancelled_timeout, R"(reason="timeout")");
   metric("frames_sent_total", "counter", "Event frames written to sockets.", s.frames_sent);
   metric("bytes_sent_total", "counter", "Event payload bytes written to sockets.", s.bytes_sent);
   bool first = true;
@@ -197,9 +201,42 @@ server_state::server_state(server_config cfg)
           registry_limits{config.limits.max_runs_per_owner, config.limits.max_detached_runs,
                           std::chrono::milliseconds(config.limits.retention_ms)})),
       sessions(std::chrono::milliseconds(config.limits.retention_ms)),
-      agent_(config.agent_logic ? config.agent_logic : make_demo_agent()),
       sockets_(socket_limits{effective_max_sockets(config), config.max_connections_per_address}) {
   counters.budget = &budget;
+  // The catalog: the default first, then every other name once.
+  std::vector<agent_entry> offered;
+  if (config.agent_logic) offered.push_back({"default", config.agent_logic});
+  offered.push_back({"demo", make_demo_agent()});
+  for (const named_agent& extra : config.agents) {
+    if (extra.logic) offered.push_back({extra.name, extra.logic});
+  }
+  const std::string default_name =
+      !config.default_agent.empty() ? config.default_agent : offered.front().name;
+  for (const agent_entry& entry : offered) {
+    const bool seen = std::any_of(agents_.begin(), agents_.end(),
+                                  [&](const agent_entry& e) { return e.name == entry.name; });
+    if (seen) continue;
+    if (entry.name == default_name) {
+      agents_.insert(agents_.begin(), entry);
+    } else {
+      agents_.push_back(entry);
+    }
+  }
+  if (agents_.front().name != default_name) {
+    throw std::invalid_argument("the default agent \"" + default_name + "\" is not offered");
+  }
+  for (const agent_entry& entry : agents_) {
+    agent_listings_.push_back(
+        {entry.name, entry.logic->description(), entry.logic->accepts_input()});
+  }
+}
+
+const server_state::agent_entry* server_state::find_agent(std::string_view name) const noexcept {
+  if (name.empty()) return &agents_.front();
+  for (const agent_entry& entry : agents_) {
+    if (entry.name == name) return &entry;
+  }
+  return nullptr;
 }
 
 void server_state::expire_runs(std::chrono::steady_clock::time_point now) {

@@ -68,6 +68,7 @@ struct server_counters {
   std::atomic<std::uint64_t> runs_cancelled_client{0};
   std::atomic<std::uint64_t> runs_cancelled_shutdown{0};
   std::atomic<std::uint64_t> runs_cancelled_disconnect{0};
+  std::atomic<std::uint64_t> runs_cancelled_timeout{0};
   std::atomic<std::uint64_t> frames_sent{0};
   std::atomic<std::uint64_t> bytes_sent{0};
   std::atomic<std::uint64_t> errors_sent{0};
@@ -105,7 +106,15 @@ class server_state : public std::enable_shared_from_this<server_state> {
 
   const server_config config;
   const access_policy access;
-  agentws::agent& agent() const noexcept { return *agent_; }
+  // The agents offered, by name; `name` empty: the default one. Null:
+  // no such agent.
+  struct agent_entry {
+    std::string name;
+    std::shared_ptr<agentws::agent> logic;
+  };
+  const agent_entry* find_agent(std::string_view name) const noexcept;
+  // As `connected` lists them.
+  const std::vector<agent_listing>& agent_listings() const noexcept { return agent_listings_; }
   server_counters counters;
   // The output every connection queues, counted against one budget.
   memory_budget budget;
@@ -147,7 +156,8 @@ class server_state : public std::enable_shared_from_this<server_state> {
   bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
 
  private:
-  std::shared_ptr<agentws::agent> agent_;
+  std::vector<agent_entry> agents_;  // the default first
+  std::vector<agent_listing> agent_listings_;
   std::mutex sockets_mutex_;
   socket_table sockets_;
   std::atomic<bool> stopping_{false};
