@@ -234,7 +234,9 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   bool mailboxes_have_room();
   // Until every follower has room for one more event; false once cancelled.
   boost::asio::awaitable<bool> wait_for_room();
-  // Room for one more event, then suspends for nothing (see agent_emit).
+  // Room for one more event now, with no yield due: the emit needs no await.
+  bool may_emit_now();
+  // Otherwise: yields if due, waits for room; false once cancelled.
   boost::asio::awaitable<bool> before_emit();
   void emit_event(std::string_view text);
   void emit_event_fields(const nlohmann::json& fields);
