@@ -121,11 +121,15 @@ class basic_session final : public home_follower, public session, public run_mai
   Transport& transport() noexcept { return ws_.next_layer().next_layer(); }
 
   boost::asio::awaitable<void> serve(std::shared_ptr<basic_session> self);
+  // The HTTP phase, then the WebSocket handshake: false when the connection
+  // ended before (the socket is closed).
+  boost::asio::awaitable<bool> upgrade_from_http();
   // The upgrade admitted by the HTTP phase: the WebSocket handshake, and who
   // owns this connection's runs. False: it failed (the socket is closed).
   boost::asio::awaitable<bool> accept_websocket(http_request& request);
   void configure_websocket();
   boost::asio::awaitable<void> read_commands();
+  boost::asio::awaitable<void> handle_message();
   boost::asio::awaitable<void> write_frames(std::shared_ptr<basic_session> self);
 
   // Queue one frame built in place (see send_queue) and make sure a writer

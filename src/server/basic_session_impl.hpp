@@ -126,14 +126,8 @@ asio::awaitable<void> basic_session<Transport>::serve(
     [[maybe_unused]] std::shared_ptr<basic_session> self) {
   // A stop that began before this session registered must still reach it.
   if (state_->stopping()) co_return;
-  // One deadline for everything before the upgrade, from the accept: a
-  // keep-alive connection cannot live on by sending a request now and then.
-  // HTTP goes straight to the transport: the coalescing layer is for frames.
-  std::optional<http_request> upgrade =
-      co_await http_phase<Transport>(*state_, transport(), read_buffer_, id_).serve();
-  if (!upgrade) co_return;
-  const bool accepted = co_await accept_websocket(*upgrade);
-  if (!accepted) co_return;
+  const bool upgraded = co_await upgrade_from_http();
+  if (!upgraded) co_return;
 
   const std::string peer = lowest::peer_address(beast::get_lowest_layer(ws_));
   spdlog::info("conn {}: websocket open from {}", id_, peer);
@@ -158,6 +152,20 @@ asio::awaitable<void> basic_session<Transport>::serve(
   send_watchdog_.cancel();   // its wait holds the session alive
   liveness_timer_.cancel();  // so does this one
   spdlog::info("conn {}: websocket closed ({})", id_, peer);
+}
+
+template <class Transport>
+asio::awaitable<bool> basic_session<Transport>::upgrade_from_http() {
+  // One deadline for everything before the upgrade, from the accept: a
+  // keep-alive connection cannot live on by sending a request now and then.
+  // HTTP goes straight to the transport: the coalescing layer is for frames.
+  // A coroutine of its own: the request (a kilobyte or two with its
+  // headers) goes with its frame, instead of living as long as serve().
+  std::optional<http_request> upgrade =
+      co_await http_phase<Transport>(*state_, transport(), read_buffer_, id_).serve();
+  if (!upgrade) co_return false;
+  const bool accepted = co_await accept_websocket(*upgrade);
+  co_return accepted;
 }
 
 template <class Transport>
@@ -319,6 +327,30 @@ bool basic_session<Transport>::command_pending() {
   }
 }
 
+// A coroutine of its own: commands are large variants, and in
+// read_commands' frame they would be held for the life of the connection.
+template <class Transport>
+asio::awaitable<void> basic_session<Transport>::handle_message() {
+  if (!ws_.got_text()) {
+    send_error(binary_frame_error());
+    co_return;
+  }
+  const auto data = read_buffer_.cdata();
+  const std::string_view text(static_cast<const char*>(data.data()), data.size());
+  if (text.size() < offload_parse_bytes) {
+    if (auto rest = handle_command(parse_command(text, state_->config.limits))) {
+      co_await handle_run_command(std::move(*rest));
+    }
+  } else if (auto parsed = co_await state_->parse_pool.parse(text, state_->config.limits);
+             parsed && life_.takes_commands()) {
+    // Parsed on the pool while this thread served other connections
+    // (see command_parsing.hpp); nothing was read meanwhile.
+    if (auto rest = handle_command(std::move(*parsed))) {
+      co_await handle_run_command(std::move(*rest));
+    }
+  }
+}
+
 template <class Transport>
 asio::awaitable<void> basic_session<Transport>::read_commands() {
   for (;;) {
@@ -342,26 +374,7 @@ asio::awaitable<void> basic_session<Transport>::read_commands() {
     ++frames_received_;
     ++commands_read_;  // runs let the reader go first (yield_to_commands)
     command_read_at_ = std::chrono::steady_clock::now();
-    if (life_.takes_commands()) {
-      if (ws_.got_text()) {
-        const auto data = read_buffer_.cdata();
-        const std::string_view text(static_cast<const char*>(data.data()), data.size());
-        if (text.size() < offload_parse_bytes) {
-          if (auto rest = handle_command(parse_command(text, state_->config.limits))) {
-            co_await handle_run_command(std::move(*rest));
-          }
-        } else if (auto parsed = co_await state_->parse_pool.parse(text, state_->config.limits);
-                   parsed && life_.takes_commands()) {
-          // Parsed on the pool while this thread served other connections
-          // (see command_parsing.hpp); nothing was read meanwhile.
-          if (auto rest = handle_command(std::move(*parsed))) {
-            co_await handle_run_command(std::move(*rest));
-          }
-        }
-      } else {
-        send_error(binary_frame_error());
-      }
-    }
+    if (life_.takes_commands()) co_await handle_message();
     read_buffer_.consume(read_buffer_.size());
     // A large message grew the buffer to its size, and a flat_buffer keeps
     // its capacity: give it back rather than hold the largest message ever
