@@ -123,7 +123,10 @@ TEST_CASE("after resumable runs end and are forgotten, memory is given back", "[
   const std::size_t connections = sanitized ? 20 : 100;
   constexpr int runs_per_connection = 4;
   constexpr int steps = 1500;  // past --history-events: every history is full
-  constexpr std::size_t margin_kib = 6 * 1024;
+  // What a quiet server may keep over its RSS before: 400 histories took
+  // about 140 MiB here, and about 2 MiB stayed (8 MiB in some runs, where
+  // glibc's arenas fragment differently).
+  constexpr std::size_t margin_kib = 16 * 1024;
 
   server_process server(AGENTWS_WS_SERVER, {"--threads", "2", "--retention-ms", "1000"});
   {
