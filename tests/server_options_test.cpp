@@ -449,6 +449,7 @@ TEST_CASE("the shutdown summary counts what the server did", "[protocol][server_
   s.runs_done = 1;
   s.runs_cancelled_client = 1;
   s.runs_cancelled_shutdown = 2;
+  s.runs_cancelled_timeout = 1;
   s.frames_sent = 20;
   s.bytes_sent = 2000;
   s.errors_sent = 1;
@@ -458,6 +459,6 @@ TEST_CASE("the shutdown summary counts what the server did", "[protocol][server_
   s.frames_sent = 20;
   CHECK(agentws::shutdown_summary(s) ==
         "served 3 WebSocket connections (1 refused at --max-connections, 0 closed as slow "
-        "consumers); runs: 4 started, 1 done, 3 cancelled (1 by clients, 2 at shutdown, 0 on "
-        "disconnect); sent 20 frames, 2000 bytes; error events: 1");
+        "consumers); runs: 4 started, 1 done, 4 cancelled (1 by clients, 2 at shutdown, 0 on "
+        "disconnect, 1 at their deadline); sent 20 frames, 2000 bytes; error events: 1");
 }

@@ -572,17 +572,17 @@ std::string shutdown_summary(const server_stats& s) {
   auto count = [](std::uint64_t n, std::string_view one, std::string_view many) {
     return std::to_string(n) + " " + std::string(n == 1 ? one : many);
   };
-  const std::uint64_t cancelled =
-      s.runs_cancelled_client + s.runs_cancelled_shutdown + s.runs_cancelled_disconnect;
+  const std::uint64_t cancelled = s.runs_cancelled_client + s.runs_cancelled_shutdown +
+                                  s.runs_cancelled_disconnect + s.runs_cancelled_timeout;
   std::ostringstream out;
   out << "served " << count(s.connections_total, "WebSocket connection", "WebSocket connections")
       << " (" << s.connections_refused << " refused at --max-connections, "
       << s.slow_consumer_closes << " closed as slow consumers); runs: " << s.runs_started
       << " started, " << s.runs_done << " done, " << cancelled << " cancelled ("
       << s.runs_cancelled_client << " by clients, " << s.runs_cancelled_shutdown << " at shutdown, "
-      << s.runs_cancelled_disconnect << " on disconnect); sent "
-      << count(s.frames_sent, "frame", "frames") << ", " << count(s.bytes_sent, "byte", "bytes")
-      << "; error events: " << s.errors_sent;
+      << s.runs_cancelled_disconnect << " on disconnect, " << s.runs_cancelled_timeout
+      << " at their deadline); sent " << count(s.frames_sent, "frame", "frames") << ", "
+      << count(s.bytes_sent, "byte", "bytes") << "; error events: " << s.errors_sent;
   return out.str();
 }
 
