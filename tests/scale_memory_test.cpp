@@ -26,6 +26,14 @@ namespace {
 
 constexpr bool sanitized = sanitized_build;
 
+// How many times `needle` stands in `text` (the server's trims in its log).
+int occurrences(const std::string& text, std::string_view needle) {
+  int count = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
+    ++count;
+  return count;
+}
+
 // A gauge of the server's /metrics, as text ("?" when absent).
 std::string gauge(std::uint16_t port, std::string_view name) {
   const std::string metrics = "\n" + http_body(port, "/metrics");
@@ -82,14 +90,7 @@ TEST_CASE("after bursts of flooding connections that read nothing, memory is giv
                      std::chrono::seconds(20)));
     // Under a sanitizer RSS says nothing of the program: wait for the
     // server's word that it gave memory back instead.
-    const auto trims_logged = [&] {
-      const std::string log = server.log();
-      int count = 0;
-      for (std::size_t at = log.find("gave back"); at != std::string::npos;
-           at = log.find("gave back", at + 1))
-        ++count;
-      return count;
-    };
+    const auto trims_logged = [&] { return occurrences(server.log(), "gave back"); };
     const bool given_back = wait_for(
         [&] {
           return sanitized ? trims_logged() > burst : server.rss_kib() <= rss_before + margin_kib;
@@ -182,12 +183,7 @@ TEST_CASE("after resumable runs end and are forgotten, memory is given back", "[
   peers.clear();  // the runs are retained, then forgotten after a second
 
   const auto trims_logged = [&] {
-    const std::string log = server.log();
-    int count = 0;
-    for (std::size_t at = log.find("to 0 (sockets and runs): gave back"); at != std::string::npos;
-         at = log.find("to 0 (sockets and runs): gave back", at + 1))
-      ++count;
-    return count;
+    return occurrences(server.log(), "to 0 (sockets and runs): gave back");
   };
   const bool given_back = wait_for(
       [&] { return sanitized ? trims_logged() > 0 : server.rss_kib() <= rss_before + margin_kib; },
