@@ -98,7 +98,7 @@ struct link {
 // Connects to `path`, upgrades and reads `connected` (its session key,
 // whether it resumed one, the server's retention_ms).
 asio::awaitable<bool> open_link(link& l, const resume_target& to, const std::string& path,
-                                scenario_failures& f) {
+                                failure_log& f) {
   auto [connect_error] = co_await l.socket().async_connect(to.endpoint, nothrow);
   if (connect_error) {
     f.error("connect: " + connect_error.message());
@@ -145,7 +145,7 @@ asio::awaitable<bool> open_link(link& l, const resume_target& to, const std::str
   co_return true;
 }
 
-asio::awaitable<bool> send_text(link& l, std::string text, scenario_failures& f) {
+asio::awaitable<bool> send_text(link& l, std::string text, failure_log& f) {
   auto [ec, written] = co_await l.ws.async_write(asio::buffer(text), nothrow);
   if (ec) {
     f.error("write: " + ec.message());
@@ -156,7 +156,7 @@ asio::awaitable<bool> send_text(link& l, std::string text, scenario_failures& f)
 
 // The next text message, reading as needed; nullopt (recorded) if the
 // connection failed or closed.
-asio::awaitable<std::optional<std::string_view>> next_message(link& l, scenario_failures& f) {
+asio::awaitable<std::optional<std::string_view>> next_message(link& l, failure_log& f) {
   for (;;) {
     std::string_view text;
     switch (l.reader.next(text)) {
@@ -193,7 +193,7 @@ asio::awaitable<std::optional<std::string_view>> next_message(link& l, scenario_
 }
 
 // A clean close; nothing may have arrived after the last expected event.
-asio::awaitable<void> close_link(link& l, scenario_failures& f) {
+asio::awaitable<void> close_link(link& l, failure_log& f) {
   if (!l.open) co_return;
   if (l.reader.buffered() > 0) {
     f.violation(std::to_string(l.reader.buffered()) +
@@ -220,7 +220,7 @@ bool read_event(link& l, std::string_view text, event_view& event,
 
 // Checks one event of `run_id` against its seqs; its kind, or nullopt (recorded).
 std::optional<event_kind> check_run_event(link& l, std::string_view text, std::string_view run_id,
-                                          seq_check& seqs, scenario_failures& f) {
+                                          seq_check& seqs, failure_log& f) {
   event_view event;
   std::optional<std::uint64_t> seq;
   if (!read_event(l, text, event, seq)) {
@@ -254,7 +254,7 @@ std::optional<event_kind> check_run_event(link& l, std::string_view text, std::s
 // Starts a coroutine whose escaping exceptions (there should be none: I/O
 // errors are values) are recorded instead of lost.
 template <class Awaitable>
-void spawn(asio::io_context& io, Awaitable&& work, scenario_failures& f) {
+void spawn(asio::io_context& io, Awaitable&& work, failure_log& f) {
   asio::co_spawn(io, std::forward<Awaitable>(work), [&f](std::exception_ptr failure) {
     if (!failure) return;
     try {
@@ -269,7 +269,7 @@ void spawn(asio::io_context& io, Awaitable&& work, scenario_failures& f) {
 // `stop` (drops connections, cancels timers) and drains what is left. True
 // if everything finished in time.
 bool run_until(asio::io_context& io, steady::time_point deadline, const std::function<void()>& stop,
-               scenario_failures& f, std::string_view phase) {
+               failure_log& f, std::string_view phase) {
   io.run_until(deadline);
   const bool finished = io.stopped();
   io.restart();
@@ -350,7 +350,7 @@ class resume_bench final : public resume_scenario {
   }
 
  private:
-  asio::awaitable<void> samples(resume_state& s, scenario_failures& f) {
+  asio::awaitable<void> samples(resume_state& s, failure_log& f) {
     s.current = std::make_unique<link>(s.io);
     const bool opened = co_await open_link(*s.current, to_, to_.path, f);
     if (!opened) co_return;
@@ -379,7 +379,7 @@ class resume_bench final : public resume_scenario {
   // One sample: start, read, drop, wait, reconnect, attach, the replay and
   // the live events to the run's end (with --resume-cancel, a cancel_run
   // after the first live event). False (recorded) when something went wrong.
-  asio::awaitable<bool> sample(resume_state& s, scenario_failures& f, const std::string& run_id) {
+  asio::awaitable<bool> sample(resume_state& s, failure_log& f, const std::string& run_id) {
     link& first = *s.current;
     const bool started =
         co_await send_text(first, make_start_run_with(run_id, params_, disconnect_), f);
@@ -571,8 +571,8 @@ class replay_bench final : public resume_scenario {
     return result;
   }
 
-  scenario_failures finish() override {
-    scenario_failures f;
+  failure_log finish() override {
+    failure_log f;
     for (auto& l : links_)
       spawn(io_, close_link(*l, f), f);
     run_until(
@@ -593,7 +593,7 @@ class replay_bench final : public resume_scenario {
   // One connection starts one run per replay connection (interval_ms 0,
   // on_disconnect "continue": kept once ended), reads them to run_done and
   // closes; then the replay connections join its session.
-  asio::awaitable<void> set_up(scenario_failures& f) {
+  asio::awaitable<void> set_up(failure_log& f) {
     starter_ = std::make_unique<link>(io_);
     link& starter = *starter_;
     const bool opened = co_await open_link(starter, to_, to_.path, f);
@@ -660,8 +660,7 @@ class replay_bench final : public resume_scenario {
   // `samples` attaches after_seq 0 of one ended run, one after the other:
   // run_attached (state done), run_gap when the history no longer holds seq
   // 1, then every seq from there to the terminal event once, in order.
-  asio::awaitable<void> attach_loop(link& l, std::string id, replay_counts& c,
-                                    scenario_failures& f) {
+  asio::awaitable<void> attach_loop(link& l, std::string id, replay_counts& c, failure_log& f) {
     for (unsigned k = 0; k < o_.samples; ++k) {
       const auto sent_at = steady::now();
       const bool sent = co_await send_text(l, make_attach_run(id, 0), f);
@@ -799,8 +798,7 @@ class detached_bench final : public resume_scenario {
     co_await s.timer.async_wait(nothrow);
   }
 
-  asio::awaitable<void> measure(detached_state& s, steady::time_point deadline,
-                                scenario_failures& f) {
+  asio::awaitable<void> measure(detached_state& s, steady::time_point deadline, failure_log& f) {
     s.rss_before = probe_.server_rss_kib();
     for (unsigned i = 0; i < o_.connections; ++i) {
       s.links.push_back(std::make_unique<link>(s.io));
@@ -856,7 +854,7 @@ class detached_bench final : public resume_scenario {
 
   // One connection: its runs started, each read to run_done (interval_ms 0)
   // or to run_started (they go on, detached once the connection closes).
-  asio::awaitable<void> fill(detached_state& s, link& l, scenario_failures& f) {
+  asio::awaitable<void> fill(detached_state& s, link& l, failure_log& f) {
     const bool opened = co_await open_link(l, to_, to_.path, f);
     if (opened && !s.retention_ms) s.retention_ms = l.retention_ms;
     if (opened && l.session.empty()) {
@@ -866,7 +864,7 @@ class detached_bench final : public resume_scenario {
     --s.filling;
   }
 
-  asio::awaitable<void> start_runs(link& l, scenario_failures& f) {
+  asio::awaitable<void> start_runs(link& l, failure_log& f) {
     for (unsigned i = 0; i < o_.runs; ++i) {
       const bool sent =
           co_await send_text(l, make_start_run_with(run_id(i), params_, disconnect_), f);
@@ -900,7 +898,7 @@ class detached_bench final : public resume_scenario {
   // Reconnects into a session: `expect_known` says whether the server should
   // still know it (and list all its runs) or have forgotten it.
   asio::awaitable<bool> session_runs(detached_state& s, const std::string& path, bool expect_known,
-                                     scenario_failures& f) {
+                                     failure_log& f) {
     s.check = std::make_unique<link>(s.io);
     link& l = *s.check;
     const bool opened = co_await open_link(l, to_, path, f);

@@ -65,14 +65,22 @@ struct server_probe {
   std::function<double()> own_cpu_seconds;
 };
 
-// What made a round fail, with the first few descriptions.
-struct scenario_failures {
-  std::uint64_t violations = 0;  // protocol: seqs, order, answers
-  std::uint64_t errors = 0;      // I/O: connect, handshake, read, timeouts
+// Everything that makes a round fail, with the first few descriptions
+// (every scenario of ws-bench reports through it).
+struct failure_log {
+  std::uint64_t violations = 0;  // protocol: order, steps, terminals, bad events
+  std::uint64_t errors = 0;      // I/O: connect, handshake, read, close, timeouts
   std::vector<std::string> samples;
 
   void violation(std::string what) { note(violations, std::move(what)); }
   void error(std::string what) { note(errors, std::move(what)); }
+  void merge(const failure_log& other) {
+    violations += other.violations;
+    errors += other.errors;
+    for (const auto& sample : other.samples) {
+      if (samples.size() < max_samples) samples.push_back(sample);
+    }
+  }
   bool failed() const noexcept { return violations > 0 || errors > 0; }
 
  private:
@@ -86,7 +94,7 @@ struct scenario_failures {
 // One round's figures, in the order they are printed.
 struct scenario_round {
   std::vector<std::pair<std::string, double>> metrics;
-  scenario_failures failures;
+  failure_log failures;
   bool timed_out = false;
 
   void set(std::string name, double value) { metrics.emplace_back(std::move(name), value); }
@@ -97,7 +105,7 @@ class resume_scenario {
   virtual ~resume_scenario() = default;
   virtual scenario_round round() = 0;
   // Closes what stays open across rounds (replay's connections).
-  virtual scenario_failures finish() { return {}; }
+  virtual failure_log finish() { return {}; }
 };
 
 bool is_resume_scenario(std::string_view name);

@@ -273,30 +273,7 @@ double median(std::vector<double> values) {
   return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
-// Everything that makes a round fail, with the first few descriptions.
-struct failure_log {
-  std::uint64_t violations = 0;  // protocol: order, steps, terminals, bad events
-  std::uint64_t errors = 0;      // I/O: connect, handshake, read, close, timeouts
-  std::vector<std::string> samples;
-
-  void violation(std::string what) { note(violations, std::move(what)); }
-  void error(std::string what) { note(errors, std::move(what)); }
-  void merge(const failure_log& other) {
-    violations += other.violations;
-    errors += other.errors;
-    for (const auto& sample : other.samples) {
-      if (samples.size() < max_samples) samples.push_back(sample);
-    }
-  }
-  bool failed() const noexcept { return violations > 0 || errors > 0; }
-
- private:
-  static constexpr std::size_t max_samples = 8;
-  void note(std::uint64_t& counter, std::string what) {
-    ++counter;
-    if (samples.size() < max_samples) samples.push_back(std::move(what));
-  }
-};
+using agentws::bench::failure_log;
 
 // One round's figures, in the order they are printed.
 struct round_result {
@@ -1927,18 +1904,10 @@ agentws::bench::resume_options resume_options_of(const options& o) {
   return r;
 }
 
-failure_log failures_of(const agentws::bench::scenario_failures& from) {
-  failure_log out;
-  out.violations = from.violations;
-  out.errors = from.errors;
-  out.samples = from.samples;
-  return out;
-}
-
 round_result result_of(agentws::bench::scenario_round from) {
   round_result out;
   out.metrics = std::move(from.metrics);
-  out.failures = failures_of(from.failures);
+  out.failures = std::move(from.failures);
   out.timed_out = from.timed_out;
   return out;
 }
@@ -2358,9 +2327,7 @@ int main(int argc, char** argv) {
     ok = ok && !rounds.back().failures.failed() && !rounds.back().timed_out;
   }
   if (flood || idle || resume) {
-    const failure_log closing = flood  ? flood->finish()
-                                : idle ? idle->finish()
-                                       : failures_of(resume->finish());
+    const failure_log closing = flood ? flood->finish() : idle ? idle->finish() : resume->finish();
     if (closing.failed()) {
       ok = false;
       std::cerr << "ws-bench: closing the connections failed\n";
