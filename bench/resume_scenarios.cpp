@@ -99,21 +99,8 @@ struct link {
 // whether it resumed one, the server's retention_ms).
 asio::awaitable<bool> open_link(link& l, const resume_target& to, const std::string& path,
                                 failure_log& f) {
-  auto [connect_error] = co_await l.socket().async_connect(to.endpoint, nothrow);
-  if (connect_error) {
-    f.error("connect: " + connect_error.message());
-    co_return false;
-  }
-  error_code ignored;
-  l.socket().set_option(tcp::no_delay(true), ignored);
-  l.ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
-    request.set(beast::http::field::user_agent, "ws-bench");
-  }));
-  l.ws.auto_fragment(false);
-  l.ws.text(true);
-  auto [handshake_error] = co_await l.ws.async_handshake(to.host_header, path, nothrow);
-  if (handshake_error) {
-    f.error("handshake: " + handshake_error.message());
+  const bool opened = co_await connect_websocket(l.ws, to.endpoint, to.host_header, path, f);
+  if (!opened) {
     l.drop();
     co_return false;
   }

@@ -19,7 +19,12 @@
 // readings come from there too (server_probe).
 #pragma once
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/websocket/stream.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -90,6 +95,37 @@ struct failure_log {
     if (samples.size() < max_samples) samples.push_back(std::move(what));
   }
 };
+
+// Connects and opens the WebSocket as every ws-bench client does (no
+// Nagle, ws-bench's User-Agent, text frames, no fragmentation); false after
+// noting why in `failures`. The caller closes the socket on false.
+template <class WebSocket>
+boost::asio::awaitable<bool> connect_websocket(WebSocket& ws,
+                                               const boost::asio::ip::tcp::endpoint& endpoint,
+                                               const std::string& host_header,
+                                               const std::string& path, failure_log& failures) {
+  namespace websocket = boost::beast::websocket;
+  constexpr auto nothrow = boost::asio::as_tuple(boost::asio::use_awaitable);
+  auto [connect_error] =
+      co_await boost::beast::get_lowest_layer(ws).async_connect(endpoint, nothrow);
+  if (connect_error) {
+    failures.error("connect: " + connect_error.message());
+    co_return false;
+  }
+  boost::system::error_code ignored;
+  boost::beast::get_lowest_layer(ws).set_option(boost::asio::ip::tcp::no_delay(true), ignored);
+  ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
+    request.set(boost::beast::http::field::user_agent, "ws-bench");
+  }));
+  ws.auto_fragment(false);
+  ws.text(true);
+  auto [handshake_error] = co_await ws.async_handshake(host_header, path, nothrow);
+  if (handshake_error) {
+    failures.error("handshake: " + handshake_error.message());
+    co_return false;
+  }
+  co_return true;
+}
 
 // One round's figures, in the order they are printed.
 struct scenario_round {

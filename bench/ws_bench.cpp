@@ -390,21 +390,9 @@ bool run_phase(io_pool& pool, steady::time_point deadline,
 
 // Connects, upgrades and reads the `connected` event.
 asio::awaitable<bool> open_connection(bench_connection& c, const target& to) {
-  auto [connect_error] = co_await c.socket().async_connect(to.endpoint, nothrow);
-  if (connect_error) {
-    c.failures.error("connect: " + connect_error.message());
-    co_return false;
-  }
-  error_code ignored;
-  c.socket().set_option(tcp::no_delay(true), ignored);
-  c.ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
-    request.set(beast::http::field::user_agent, "ws-bench");
-  }));
-  c.ws.auto_fragment(false);
-  c.ws.text(true);
-  auto [handshake_error] = co_await c.ws.async_handshake(to.host_header, to.path, nothrow);
-  if (handshake_error) {
-    c.failures.error("handshake: " + handshake_error.message());
+  const bool opened = co_await agentws::bench::connect_websocket(c.ws, to.endpoint, to.host_header,
+                                                                 to.path, c.failures);
+  if (!opened) {
     c.abort();
     co_return false;
   }
