@@ -3,7 +3,11 @@
 #define CATCH_CONFIG_ENABLE_OPTIONAL_STRINGMAKER
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -32,6 +36,22 @@ void check_refused(std::vector<std::string> arguments, const std::string& messag
   CHECK(result.errors.find(message) != std::string::npos);
 }
 
+// A file holding `content` for --input @FILE, removed with the object.
+struct temporary_file {
+  explicit temporary_file(const std::string& content) {
+    char name[] = "/tmp/ws-client-input-XXXXXX";
+    const int fd = mkstemp(name);
+    REQUIRE(fd >= 0);
+    close(fd);
+    path = name;
+    std::ofstream(path, std::ios::binary) << content;
+  }
+  ~temporary_file() { std::remove(path.c_str()); }
+  temporary_file(const temporary_file&) = delete;
+  temporary_file& operator=(const temporary_file&) = delete;
+  std::string path;
+};
+
 }  // namespace
 
 TEST_CASE("ws-client's defaults lie within the ranges", "[protocol][client_options]") {
@@ -45,6 +65,8 @@ TEST_CASE("ws-client's defaults lie within the ranges", "[protocol][client_optio
   CHECK(chosen.plan.timeout == 60'000ms);
   CHECK_FALSE(chosen.timeout_given);
   CHECK_FALSE(chosen.plan.params.steps);
+  // Nothing a version 1 server does not know is sent unless asked for.
+  CHECK(chosen.plan.agent.empty());
   CHECK_FALSE(chosen.interactive);
   CHECK(chosen.color == "auto");
   // The default timeout is inside the range --timeout is checked against.
@@ -193,4 +215,75 @@ TEST_CASE("ws-client resumes: --reconnect, --session and --attach", "[protocol][
   const auto help = parse({"--help"});
   CHECK(help.output.find("--attach") != std::string::npos);
   CHECK(help.output.find("detach_grace_ms 60000") != std::string::npos);
+}
+
+TEST_CASE("ws-client --agent --input and --timeout-ms", "[protocol][client_options]") {
+  auto result = parse(
+      {"--agent", "echo", "--input", R"( {"text": "hello", "n": [1, 2.5]} )", "--timeout-ms", "1"});
+  REQUIRE(result.options);
+  const agentws::agent_request& agent = result.options->plan.agent;
+  CHECK(agent.agent == "echo");
+  // Kept as compact JSON, the value unchanged.
+  CHECK(agent.input_json == R"({"n":[1,2.5],"text":"hello"})");
+  CHECK(agent.timeout_ms == 1u);
+
+  CHECK(parse({"--input", "\"just a string\""}).options->plan.agent.input_json ==
+        "\"just a string\"");
+  CHECK(parse({"--input", "42"}).options->plan.agent.input_json == "42");
+  CHECK(parse({"--timeout-ms", "86400000"}).options->plan.agent.timeout_ms == 86'400'000u);
+  CHECK(parse({"--agent", std::string(128, 'a')}).options->plan.agent.agent->size() == 128);
+  // Each alone: the others stay unset, so they are not sent.
+  const auto only_agent = parse({"--agent", "echo"});
+  REQUIRE(only_agent.options);
+  CHECK_FALSE(only_agent.options->plan.agent.input_json);
+  CHECK_FALSE(only_agent.options->plan.agent.timeout_ms);
+  // With -i they are the defaults of start.
+  CHECK(parse({"-i", "--agent", "echo", "--input", "{}"}).options->plan.agent.input_json == "{}");
+
+  check_refused({"--agent", ""}, "--agent: the name is empty");
+  check_refused({"--agent", std::string(129, 'a')}, "bytes, longer than 128");
+  for (const std::string value : {"0", "-1", "86400001", "x", "1.5", ""}) {
+    check_refused({"--timeout-ms", value},
+                  "--timeout-ms: '" + value + "' is not an integer from 1 to 86400000");
+  }
+  check_refused({"--input", "hello"}, "--input: 'hello' is not JSON: parse error at line 1");
+  check_refused({"--input", "{\"a\": 1"}, "--input: '{\"a\": 1' is not JSON");
+  check_refused({"--input", ""}, "--input: '' is not JSON");
+  check_refused({"--input", "1 2"}, "--input: '1 2' is not JSON");
+  check_refused({"--input", std::string(64, '[') + std::string(64, ']')},
+                "is nested deeper than 63 levels");
+  CHECK(parse({"--input", std::string(63, '[') + std::string(63, ']')}).options);
+  // Every problem at once.
+  const auto all = parse({"--agent", "", "--input", "x", "--timeout-ms", "0"});
+  CHECK(all.errors.find("--agent:") != std::string::npos);
+  CHECK(all.errors.find("--input:") != std::string::npos);
+  CHECK(all.errors.find("--timeout-ms:") != std::string::npos);
+
+  const auto help = parse({"--help"});
+  CHECK(help.output.find("--agent") != std::string::npos);
+  CHECK(help.output.find("@FILE") != std::string::npos);
+  CHECK(help.output.find("send ID JSON") != std::string::npos);
+}
+
+TEST_CASE("ws-client --input @FILE reads the JSON in FILE", "[protocol][client_options]") {
+  const temporary_file task("{\n  \"prompt\": \"two\\nlines\",\n  \"limit\": 3\n}\n");
+  const auto result = parse({"--input", "@" + task.path});
+  REQUIRE(result.options);
+  CHECK(result.options->plan.agent.input_json == R"({"limit":3,"prompt":"two\nlines"})");
+
+  const temporary_file broken("{\"prompt\": ");
+  check_refused({"--input", "@" + broken.path}, "--input: " + broken.path + " is not JSON");
+  check_refused({"--input", "@/nonexistent/task.json"},
+                "--input: /nonexistent/task.json: cannot open it (No such file or directory)");
+  check_refused({"--input", "@"}, "--input: '@' names no file");
+
+  // 16 MiB is read; a byte more is refused before it is parsed.
+  const std::size_t limit = agentws::max_input_file_bytes;
+  const temporary_file largest("\"" + std::string(limit - 2, 'x') + "\"");
+  const auto read = parse({"--input", "@" + largest.path});
+  REQUIRE(read.options);
+  CHECK(read.options->plan.agent.input_json->size() == limit);
+  const temporary_file too_large("\"" + std::string(limit - 1, 'x') + "\"");
+  check_refused({"--input", "@" + too_large.path},
+                "--input: " + too_large.path + ": larger than 16 MiB");
 }

@@ -202,3 +202,136 @@ TEST_CASE("a close the server sent is named with its code and reason", "[protoco
   CHECK(agentws::describe_server_close({1008, "slow\nconsumer"}) ==
         "server closed the connection (1008 slow\\x0aconsumer)");
 }
+
+TEST_CASE("format_event_line: an agent's structured events", "[protocol][scenario][format]") {
+  const std::string t(ts);
+  auto line = [](const std::string& payload) {
+    return agentws::format_event_line(
+        from_wire(R"({"event_type": "run_event", "ts": "T", "payload": )" + payload + "}"), false);
+  };
+  // A plain event prints exactly as version 1's did.
+  CHECK(agentws::format_event_line(step("r1", 3), false) ==
+        t + " [r1] run_event step=3 agent step 3");
+  CHECK(line(R"({"run_id": "r1", "step": 0, "seq": 1, "text": "a  b"})") ==
+        "T [r1] run_event step=0 a  b");
+  // kind, then the text quoted (its blanks show), then the other fields.
+  CHECK(line(R"({"run_id": "r1", "step": 3, "seq": 4, "kind": "text_delta", "text": "Hel"})") ==
+        R"(T [r1] run_event step=3 text_delta "Hel")");
+  CHECK(
+      line(
+          R"({"run_id": "r1", "step": 4, "seq": 5, "kind": "text_delta", "text": "lo\nthere ", "index": 0})") ==
+      R"(T [r1] run_event step=4 text_delta "lo\nthere " {"index":0})");
+  CHECK(
+      line(
+          R"({"run_id": "r1", "step": 5, "seq": 6, "kind": "tool_call", "name": "search", "args": {"q": "x"}})") ==
+      R"(T [r1] run_event step=5 tool_call {"args":{"q":"x"},"name":"search"})");
+  // Without a kind, or with one that is not a string (then it is a field).
+  CHECK(line(R"({"run_id": "r1", "step": 6, "seq": 7, "text": "hi", "tokens": 2})") ==
+        R"(T [r1] run_event step=6 "hi" {"tokens":2})");
+  CHECK(line(R"({"run_id": "r1", "step": 7, "seq": 8, "kind": 3})") ==
+        R"(T [r1] run_event step=7 {"kind":3})");
+  CHECK(line(R"({"run_id": "r1", "step": 8, "seq": 9, "text": ["not", "a string"]})") ==
+        R"(T [r1] run_event step=8 {"text":["not","a string"]})");
+  // Nothing a peer sends reaches the terminal raw.
+  const std::string hostile = line(
+      R"({"run_id": "r1", "step": 9, "seq": 10, "kind": "x\u001b[2J", "text": "\u009b", "v": "\u0007"})");
+  CHECK(hostile.find('\x1b') == std::string::npos);
+  CHECK(hostile.find('\x07') == std::string::npos);
+  CHECK(hostile.find("\xc2\x9b") == std::string::npos);
+  CHECK(hostile.starts_with("T [r1] run_event step=9 x\\x1b[2J "));
+}
+
+TEST_CASE("format_event_line: input_received and a failed program",
+          "[protocol][scenario][format]") {
+  auto line = [](const std::string& type, const std::string& payload) {
+    return agentws::format_event_line(
+        from_wire(R"({"event_type": ")" + type + R"(", "ts": "T", "payload": )" + payload + "}"),
+        false);
+  };
+  CHECK(line("input_received", R"({"run_id": "r1", "seq": 3, "request_id": "9"})") ==
+        "T [r1] input_received request_id=9");
+  CHECK(line("input_received", R"({"run_id": "r1", "seq": 3})") == "T [r1] input_received");
+  // The error names the exit: nothing added.
+  CHECK(
+      line(
+          "run_done",
+          R"({"run_id": "r1", "seq": 5, "ok": false, "error": "agent sh: exit code 3", "exit_code": 3})") ==
+      "T [r1] run_done failed: agent sh: exit code 3");
+  // It does not: the exit code or signal is added.
+  CHECK(line("run_done",
+             R"({"run_id": "r1", "seq": 5, "ok": false, "error": "it broke", "exit_code": 3})") ==
+        "T [r1] run_done failed: it broke (exit code 3)");
+  CHECK(
+      line(
+          "run_done",
+          R"({"run_id": "r1", "seq": 5, "ok": false, "error": "it broke", "signal": "SIGKILL"})") ==
+      "T [r1] run_done failed: it broke (SIGKILL)");
+  CHECK(
+      line(
+          "run_done",
+          R"({"run_id": "r1", "seq": 5, "ok": false, "error": "agent sh: killed by SIGTERM", "signal": "SIGTERM"})") ==
+      "T [r1] run_done failed: agent sh: killed by SIGTERM");
+  // The stderr a program left, a line each, indented below the event.
+  CHECK(
+      line(
+          "run_done",
+          R"({"run_id": "r1", "seq": 5, "ok": false, "error": "agent sh: exit code 2; stderr ends:\nno such file\r\n\u001b[31mboom", "exit_code": 2})") ==
+      "T [r1] run_done failed: agent sh: exit code 2; stderr ends:\n    | no such file\n    | "
+      "\\x1b[31mboom");
+  // Version 2 C++ agents' failures are as before.
+  CHECK(line("run_done", R"({"run_id": "r1", "seq": 5, "ok": false, "error": "boom"})") ==
+        "T [r1] run_done failed: boom");
+  CHECK(line("run_done", R"({"run_id": "r1", "seq": 5})") == "T [r1] run_done");
+}
+
+TEST_CASE("run_tracker: answers to send_input are not problems", "[protocol][scenario][tracker]") {
+  auto refusal = [](const std::string& run_id, const std::string& code) {
+    return from_wire(
+        R"({"event_type": "error", "ts": "T", "payload": {"message": "no", "code": ")" + code +
+        R"(", "run_id": ")" + run_id + R"("}})");
+  };
+  auto received = [](const std::string& run_id) {
+    return from_wire(R"({"event_type": "input_received", "ts": "T", "payload": {"run_id": ")" +
+                     run_id + R"(", "seq": 2}})");
+  };
+  run_tracker tracker({}, {});
+  tracker.track("r1", run_outcome::done);
+  // A send while the start is unanswered: its refusal is not the start's.
+  tracker.input_sent("r1");
+  tracker.on_event(refusal("r1", "run_not_active"));
+  CHECK(tracker.reports()[0].outcome == run_outcome::not_started);
+  tracker.on_event(started("r1"));
+  tracker.input_sent("r1");
+  tracker.input_sent("r1");
+  tracker.input_sent("r1");
+  tracker.on_event(received("r1"));
+  tracker.on_event(refusal("r1", "input_queue_full"));
+  tracker.on_event(refusal("r1", "input_not_accepted"));
+  tracker.on_event(step("r1", 0));
+  tracker.on_event(done("r1"));
+  CHECK(tracker.reports()[0].outcome == run_outcome::done);
+  CHECK(tracker.reports()[0].detail.empty());
+  // To a run of the session not followed here: answered all the same.
+  tracker.input_sent("elsewhere");
+  tracker.on_event(received("elsewhere"));
+  tracker.input_sent("gone");
+  tracker.on_event(refusal("gone", "run_not_active"));
+  CHECK(tracker.problems().empty());
+  CHECK(tracker.all_as_expected());
+
+  SECTION("a cancel's refusal goes to the cancel, a start's to the start") {
+    tracker.track("r2", run_outcome::done);
+    tracker.input_sent("r2");
+    tracker.on_event(refusal("r2", "unknown_agent"));
+    CHECK(tracker.reports()[1].outcome == run_outcome::refused);
+    tracker.on_event(refusal("r2", "run_not_active"));  // the send's
+    tracker.cancel_sent("r1");
+    tracker.input_sent("r1");
+    tracker.on_event(refusal("r1", "run_not_active"));  // the cancel's
+    tracker.on_event(refusal("r1", "run_not_active"));  // the send's
+    CHECK(tracker.problems().empty());
+    // Unasked, it is still a problem.
+    tracker.on_event(refusal("r9", "input_not_accepted"));
+    CHECK(tracker.problems() == std::vector<std::string>{"event for a run we did not start: r9"});
+  }
+}

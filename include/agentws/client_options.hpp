@@ -1,9 +1,10 @@
 // ws-client's command line: the option table, the range of every number and
-// the checks between options, all made before anything connects. Parsing is
-// pure (no files, no network; the environment's token is passed in), so the
-// tests call it directly.
+// the checks between options, all made before anything connects. Parsing
+// touches no network and reads no file but --input @FILE's (the
+// environment's token is passed in), so the tests call it directly.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -47,6 +48,8 @@ inline constexpr integer_range interval_ms{0, 86'400'000};
 inline constexpr number_range timeout_seconds{0.001, 31'536'000};
 // Seconds after the start at which a planned cancel is sent: up to a year.
 inline constexpr number_range cancel_seconds{0, 31'536'000};
+// start_run's timeout_ms: the protocol's max_timeout_ms (a day).
+inline constexpr integer_range timeout_ms{1, 86'400'000};
 }  // namespace client_ranges
 
 // Checks "Name: value" for --header: nullopt with `name` and `value` set, or
@@ -54,6 +57,18 @@ inline constexpr number_range cancel_seconds{0, 31'536'000};
 // Upgrade, Connection, Sec-WebSocket-*) are refused.
 std::optional<std::string> header_option_error(std::string_view text, std::string* name,
                                                std::string* value);
+
+// The largest file --input @FILE reads.
+inline constexpr std::size_t max_input_file_bytes = 16 * 1024 * 1024;
+
+// Why `name` cannot name an agent (empty, or longer than any server takes),
+// or nullopt.
+std::optional<std::string> agent_name_problem(std::string_view name);
+
+// --input's value: a JSON value, or @FILE for the JSON in FILE (at most
+// max_input_file_bytes). The value as compact JSON, or nullopt with
+// `problem` set ("--input: 'hello' is not JSON: ...").
+std::optional<std::string> read_input_option(std::string_view value, std::string* problem);
 
 // Reads ws-client's arguments (argv[0] is skipped). `version` is printed by
 // --version; `env_token` is $AGENTWS_TOKEN (nullptr when unset), used when

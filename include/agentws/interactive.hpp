@@ -1,5 +1,6 @@
 // ws-client's interactive mode: commands typed at a terminal or piped in,
-//   start r1 steps=3 interval_ms=100 | cancel r1 | attach r1 [SEQ] | detach r1 |
+//   start r1 steps=3 interval_ms=100 agent=echo input={"text": "hi"} |
+//   send r1 {"answer": "yes"} | cancel r1 | attach r1 [SEQ] | detach r1 |
 //   raw {...} | list | help | quit | quit!
 // parsed purely here, run against a connection by run_interactive().
 #pragma once
@@ -25,6 +26,12 @@ struct interactive_start {
   std::string run_id;
   run_params_override params;
   disconnect_options disconnect;  // on_disconnect=cancel|continue detach_grace_ms=N
+  agent_request agent;            // agent=NAME timeout_ms=N input=JSON (the rest of the line)
+};
+// send_input: a JSON value (not null) for the run's agent.
+struct interactive_send {
+  std::string run_id;
+  std::string input_json;  // compact
 };
 // Follow a run of this session (or identity) after SEQ (-1: from its start).
 struct interactive_attach {
@@ -53,9 +60,9 @@ struct interactive_mistake {
 };
 
 using interactive_command =
-    std::variant<interactive_start, interactive_cancel, interactive_attach, interactive_detach,
-                 interactive_raw, interactive_list, interactive_help, interactive_quit,
-                 interactive_blank, interactive_mistake>;
+    std::variant<interactive_start, interactive_send, interactive_cancel, interactive_attach,
+                 interactive_detach, interactive_raw, interactive_list, interactive_help,
+                 interactive_quit, interactive_blank, interactive_mistake>;
 
 // Parses one input line. Never throws.
 interactive_command parse_interactive_line(std::string_view line);
@@ -86,6 +93,7 @@ struct interactive_options {
   std::string origin;  // the Origin header of the upgrade request, when set
   std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
   run_params_override default_params;                        // for a start that does not say
+  agent_request default_agent;                               // likewise, field by field
   // The whole session gives up after this (exit timeout); none: no limit.
   std::optional<std::chrono::milliseconds> timeout;
 };

@@ -27,6 +27,36 @@ struct planned_cancel {
   std::chrono::milliseconds after{0};  // counted from when the runs were started
 };
 
+// The longest agent name a server takes (the protocol's limit): a longer
+// one is refused with unknown_agent.
+inline constexpr std::size_t max_agent_name_bytes = 128;
+// The deepest an input may nest: the server's limit (64) counts the command
+// object around it.
+inline constexpr std::size_t max_input_depth = 63;
+
+// What a start_run asks of its agent. Each field is sent only when set, so a
+// client asked for none of them sends what the original server knows.
+struct agent_request {
+  std::optional<std::string> agent;         // "agent": a name the server offers
+  std::optional<std::string> input_json;    // "input": one JSON value, compact
+  std::optional<std::uint64_t> timeout_ms;  // "timeout_ms": the run's deadline
+  bool empty() const noexcept { return !agent && !input_json && !timeout_ms; }
+  // `overrides`' fields where set, this one's elsewhere.
+  agent_request merged_with(const agent_request& overrides) const;
+};
+
+// The start_run `start_frame` with `request`'s fields added; the frame as it
+// is when `request` is empty.
+std::string with_agent_request(const std::string& start_frame, const agent_request& request);
+
+// send_input for `run_id` with `input_json` (one JSON value, checked).
+std::string make_send_input(std::string_view run_id, std::string_view input_json);
+
+// `text` as one JSON value in compact form, or nullopt with `problem` set
+// ("not JSON: ...", "nested deeper than 63 levels"). Deep nesting is
+// refused before parsing, so no input can exhaust the stack.
+std::optional<std::string> compact_json_value(std::string_view text, std::string* problem);
+
 struct scenario {
   std::string url = "ws://localhost:8000/ws";
   std::string token;   // sent as "Authorization: Bearer <token>" when set
@@ -36,6 +66,7 @@ struct scenario {
   std::vector<std::string> runs{"run-001", "run-002"};
   std::vector<planned_cancel> cancels{{"run-002", std::chrono::milliseconds(2500)}};
   run_params_override params;  // sent only when set: the original server has no params
+  agent_request agent;         // --agent, --input, --timeout-ms: likewise
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds timeout{60'000};  // for the whole scenario
   // Runs of another connection to follow (--attach), waited for like the runs started.
@@ -113,6 +144,10 @@ class run_tracker {
   // A frame the client does not understand itself was sent (ws-client -i's
   // raw): the next refusal that no start or cancel explains is its answer.
   void raw_sent();
+  // A send_input for `run_id` was sent: its refusal (input_not_accepted,
+  // input_queue_full, run_not_active) is an answer, not a problem, and not
+  // the refusal of a start.
+  void input_sent(const std::string& run_id);
   // The connection ended: runs still going are lost.
   void connection_lost();
   bool all_finished() const;
@@ -130,14 +165,24 @@ class run_tracker {
   // oldest start without an answer, else its latest run. nullptr: none.
   run_report* current(const std::string& run_id);
   run_report* oldest_unanswered(const std::string& run_id);
+  // Whether `event` answers a send_input sent (input_received, or its
+  // refusal); it is then counted as answered.
+  bool input_answered(const received_event& event);
   std::vector<run_report> reports_;
   std::vector<std::string> problems_;
   std::map<std::string, std::uint64_t> pending_cancels_;
+  std::map<std::string, std::uint64_t> pending_inputs_;
   std::uint64_t pending_raw_ = 0;
 };
 
 // One readable line per event, e.g.
 //   2026-11-25T17:36:10.123456+00:00 [run-002] run_event step=1 agent step 1
+// An agent's structured event gives its kind, its text quoted, then its
+// other fields as compact JSON:
+//   ... [run-005] run_event step=0 text_delta "Hel" {"index":0}
+// A failed run_done gives the error's first line (a program's exit code or
+// signal added when the error does not say it), and the rest of the error
+// (a program's last lines of stderr) indented below it.
 std::string format_event_line(const received_event& event, bool color);
 
 // An event's JSON text on one line (ws-client --json). A server may put line

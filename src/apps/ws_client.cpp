@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     interactive.origin = plan.origin;
     interactive.headers = plan.headers;
     interactive.default_params = plan.params;
+    interactive.default_agent = plan.agent;
     if (chosen.timeout_given) interactive.timeout = plan.timeout;
     boost::asio::co_spawn(io, agentws::run_interactive(interactive, input, output),
                           [&](std::exception_ptr failure, agentws::scenario_exit exit) {

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <variant>
@@ -50,12 +53,15 @@ constexpr std::array<std::string_view, 8> handshake_headers{"host",
 const char* help_epilogue =
     "\nEvery number is checked against its range before anything connects: a value outside\n"
     "it is refused (exit 2), never clamped.\n"
-    "\n-i reads commands from stdin: start ID [steps=N] [interval_ms=M], cancel ID,\n"
+    "\n--agent, --input and --timeout-ms go into every start_run (only when given, so\n"
+    "the original server gets what it knows).\n"
+    "\n-i reads commands from stdin: start ID [steps=N] [interval_ms=M] [agent=NAME]\n"
+    "[timeout_ms=N] [input=JSON], send ID JSON (send_input), cancel ID,\n"
     "attach ID [SEQ], detach ID, raw TEXT, list, help, quit (waits for the started runs\n"
     "to end, as end of input does), quit!\n"
     "(leaves at once; closing the connection cancels the runs). On a terminal it has a\n"
-    "prompt, line editing and history. --steps and --interval-ms are then the defaults of\n"
-    "start; --timeout applies only when given.\n"
+    "prompt, line editing and history. --steps, --interval-ms, --agent, --input and\n"
+    "--timeout-ms are then the defaults of start; --timeout applies only when given.\n"
     "\n--reconnect against a server that announces \"resume\": runs are started with\n"
     "detach_grace_ms 60000 (a minute for the client to come back, or the server's\n"
     "maximum if lower); after a drop the client reconnects to its session and attaches\n"
@@ -71,7 +77,65 @@ const char* help_epilogue =
     "failed, refused or lost, or closed by the server (or the server's certificate\n"
     "failed verification), 4 timeout.\n";
 
+// The bytes of `path`, at most max_input_file_bytes; nullopt with `problem` set.
+std::optional<std::string> read_small_file(const std::string& path, std::string* problem) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    *problem = std::string("cannot open it (") + std::strerror(errno) + ")";
+    return std::nullopt;
+  }
+  std::string content;
+  char buffer[65536];
+  while (file.read(buffer, sizeof buffer) || file.gcount() > 0) {
+    content.append(buffer, static_cast<std::size_t>(file.gcount()));
+    if (content.size() > max_input_file_bytes) {
+      *problem = "larger than " + std::to_string(max_input_file_bytes / (1024 * 1024)) + " MiB";
+      return std::nullopt;
+    }
+  }
+  if (file.bad()) {
+    *problem = "cannot read it";
+    return std::nullopt;
+  }
+  return content;
+}
+
 }  // namespace
+
+std::optional<std::string> agent_name_problem(std::string_view name) {
+  if (name.empty()) return "the name is empty";
+  if (name.size() > max_agent_name_bytes) {
+    return "'" + printable(name.substr(0, 64)) + "...' is " + std::to_string(name.size()) +
+           " bytes, longer than " + std::to_string(max_agent_name_bytes) +
+           " (no server offers such a name)";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> read_input_option(std::string_view value, std::string* problem) {
+  std::string text(value);
+  std::string quoted =
+      "--input: '" + printable(value.substr(0, 64)) + (value.size() > 64 ? "...'" : "'");
+  if (value.starts_with("@")) {
+    const std::string path(value.substr(1));
+    if (path.empty()) {
+      *problem = "--input: '@' names no file (--input @FILE reads the JSON in FILE)";
+      return std::nullopt;
+    }
+    std::string why;
+    std::optional<std::string> content = read_small_file(path, &why);
+    if (!content) {
+      *problem = "--input: " + printable(path) + ": " + why;
+      return std::nullopt;
+    }
+    text = std::move(*content);
+    quoted = "--input: " + printable(path);
+  }
+  std::string why;
+  std::optional<std::string> compact = compact_json_value(text, &why);
+  if (!compact) *problem = quoted + " is " + why;
+  return compact;
+}
 
 std::optional<std::string> header_option_error(std::string_view text, std::string* name,
                                                std::string* value) {
@@ -122,6 +186,9 @@ client_command_line parse_client_command_line(int argc, const char* const* argv,
   const std::string interval_help = "params.interval_ms for every run, " +
                                     range_text(client_ranges::interval_ms) +
                                     " (default: the server's)";
+  const std::string timeout_ms_help = "every run's deadline (start_run's timeout_ms), " +
+                                      range_text(client_ranges::timeout_ms) +
+                                      " (default: the server's)";
   // clang-format off
   options.add_options()
     ("help,h", "show this help and exit")
@@ -146,6 +213,12 @@ client_command_line parse_client_command_line(int argc, const char* const* argv,
      "(-1..2^63-1, default -1: from its start) and wait for it like a run started (repeatable)")
     ("session", po::value<std::string>(),
      "continue this session (the key a server that resumes runs gave; printed when connected)")
+    ("agent", po::value<std::string>(),
+     "start every run with this agent, one the server offers (its connected event lists them; "
+     "default: the server's)")
+    ("input", po::value<std::string>(),
+     "start every run with this input: a JSON value, or @FILE for the JSON in FILE (up to 16 MiB)")
+    ("timeout-ms", po::value<std::string>(), timeout_ms_help.c_str())
     ("interactive,i", "read commands from stdin (see below)")
     ("reconnect",
      "when the connection drops, reconnect with back-off; a server that resumes runs keeps "
@@ -238,6 +311,28 @@ client_command_line parse_client_command_line(int argc, const char* const* argv,
     } else {
       problems.push_back(std::get<std::string>(parsed));
     }
+  }
+  if (args.count("timeout-ms")) {
+    auto parsed = parse_integer_option("timeout-ms", args["timeout-ms"].as<std::string>(),
+                                       client_ranges::timeout_ms);
+    if (const auto* value = std::get_if<std::uint64_t>(&parsed)) {
+      plan.agent.timeout_ms = *value;
+    } else {
+      problems.push_back(std::get<std::string>(parsed));
+    }
+  }
+  if (args.count("agent")) {
+    const std::string name = args["agent"].as<std::string>();
+    if (auto problem = agent_name_problem(name)) {
+      problems.push_back("--agent: " + *problem);
+    } else {
+      plan.agent.agent = name;
+    }
+  }
+  if (args.count("input")) {
+    std::string problem;
+    plan.agent.input_json = read_input_option(args["input"].as<std::string>(), &problem);
+    if (!plan.agent.input_json) problems.push_back(problem);
   }
   {
     const po::variable_value& given = args["timeout"];

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "agentws/client.hpp"
+#include "agentws/client_options.hpp"
 #include "agentws/events.hpp"
 #include "agentws/protocol.hpp"
 
@@ -41,6 +42,15 @@ std::optional<std::uint64_t> parse_unsigned(std::string_view text) {
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
   return value;
+}
+
+// The line from `from` (a piece of it) to its end, without the blanks and
+// the CR (of a CRLF file) that end it.
+std::string_view rest_of_line(std::string_view line, std::string_view from) {
+  std::string_view rest = line.substr(static_cast<std::size_t>(from.data() - line.data()));
+  while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t' || rest.back() == '\r'))
+    rest.remove_suffix(1);
+  return rest;
 }
 
 }  // namespace
@@ -89,15 +99,43 @@ interactive_command parse_interactive_line(std::string_view line) {
     if (auto problem = run_id_problem(words[1])) return interactive_mistake{"detach: " + *problem};
     return interactive_detach{std::string(words[1])};
   }
+  if (verb == "send") {
+    if (words.size() < 3) return interactive_mistake{"usage: send RUN_ID JSON"};
+    if (auto problem = run_id_problem(words[1])) return interactive_mistake{"send: " + *problem};
+    std::string problem;
+    std::optional<std::string> input = compact_json_value(rest_of_line(line, words[2]), &problem);
+    if (!input) return interactive_mistake{"send: the input is " + problem};
+    if (*input == "null") return interactive_mistake{"send: the input is any JSON value but null"};
+    return interactive_send{std::string(words[1]), std::move(*input)};
+  }
   if (verb == "start") {
     if (words.size() < 2)
-      return interactive_mistake{"usage: start RUN_ID [steps=N] [interval_ms=M]"};
+      return interactive_mistake{
+          "usage: start RUN_ID [steps=N] [interval_ms=M] [agent=NAME] [timeout_ms=N] "
+          "[input=JSON]"};
     if (auto problem = run_id_problem(words[1])) return interactive_mistake{"start: " + *problem};
-    interactive_start start{std::string(words[1]), {}, {}};
+    interactive_start start{std::string(words[1]), {}, {}, {}};
     for (std::size_t i = 2; i < words.size(); ++i) {
       const std::string_view word = words[i];
       const std::size_t eq = word.find('=');
       const std::string_view key = word.substr(0, eq);
+      if (key == "input" && eq != std::string_view::npos) {
+        // JSON holds blanks: the input is the rest of the line.
+        std::string problem;
+        start.agent.input_json =
+            compact_json_value(rest_of_line(line, word.substr(eq + 1)), &problem);
+        if (!start.agent.input_json) return interactive_mistake{"start: the input is " + problem};
+        break;
+      }
+      if (key == "agent") {
+        const std::string_view name =
+            eq == std::string_view::npos ? std::string_view() : word.substr(eq + 1);
+        if (auto problem = agent_name_problem(name)) {
+          return interactive_mistake{"start: agent=NAME: " + *problem};
+        }
+        start.agent.agent = std::string(name);
+        continue;
+      }
       if (key == "on_disconnect") {
         const std::string_view policy =
             eq == std::string_view::npos ? std::string_view() : word.substr(eq + 1);
@@ -113,7 +151,15 @@ interactive_command parse_interactive_line(std::string_view line) {
       if (!value)
         return interactive_mistake{"expected steps=N or interval_ms=M, got '" + std::string(word) +
                                    "'"};
-      if (key == "steps") {
+      if (key == "timeout_ms") {
+        if (*value < client_ranges::timeout_ms.min || *value > client_ranges::timeout_ms.max) {
+          return interactive_mistake{"start: timeout_ms is from " +
+                                     std::to_string(client_ranges::timeout_ms.min) + " to " +
+                                     std::to_string(client_ranges::timeout_ms.max) + ", not " +
+                                     std::to_string(*value)};
+        }
+        start.agent.timeout_ms = value;
+      } else if (key == "steps") {
         start.params.steps = value;
       } else if (key == "interval_ms" || key == "interval") {
         start.params.interval_ms = value;
@@ -133,6 +179,10 @@ std::string_view interactive_help_text() {
          "  start RUN_ID [steps=N] [interval_ms=M]   start a run; with a server that resumes\n"
          "        [on_disconnect=cancel|continue]    runs, what happens to it when the\n"
          "        [detach_grace_ms=N]                connection drops\n"
+         "        [agent=NAME] [timeout_ms=N]        its agent and deadline (a server with\n"
+         "        [input=JSON]                       agents); input= takes the rest of the line\n"
+         "  send RUN_ID JSON                         send a JSON value to the run's agent\n"
+         "                                           (send_input; the rest of the line)\n"
          "  cancel RUN_ID                            cancel a run\n"
          "  attach RUN_ID [SEQ]                      follow a run of this session after\n"
          "                                           SEQ (default: from its start)\n"
@@ -223,6 +273,7 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
     }
   };
   auto on_line = [state, notice, close_if_done, defaults = options.default_params,
+                  default_agent = options.default_agent,
                   reconnect = options.reconnect](std::optional<std::string> line) {
     if (!line) {
       state->input_done = true;
@@ -234,6 +285,7 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
         [&](auto&& request) {
           using type = std::decay_t<decltype(request)>;
           if constexpr (std::is_same_v<type, interactive_start> ||
+                        std::is_same_v<type, interactive_send> ||
                         std::is_same_v<type, interactive_cancel> ||
                         std::is_same_v<type, interactive_attach> ||
                         std::is_same_v<type, interactive_detach> ||
@@ -258,7 +310,9 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
               const bool graced = reconnect && state->server.resumes && !disconnect.on_disconnect &&
                                   !disconnect.detach_grace_ms;
               if (graced) disconnect.detach_grace_ms = detach_grace_for(state->server);
-              std::string frame = make_start_run_with(request.run_id, params, disconnect);
+              std::string frame =
+                  with_agent_request(make_start_run_with(request.run_id, params, disconnect),
+                                     default_agent.merged_with(request.agent));
               if (sent(frame)) {
                 if (graced) {
                   state->graced_runs.insert(request.run_id);
@@ -268,6 +322,10 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
                 state->start_frames[request.run_id] = std::move(frame);
                 state->book.follow(request.run_id);
                 state->tracker.track(request.run_id, run_outcome::done);
+              }
+            } else if constexpr (std::is_same_v<type, interactive_send>) {
+              if (sent(make_send_input(request.run_id, request.input_json))) {
+                state->tracker.input_sent(request.run_id);
               }
             } else if constexpr (std::is_same_v<type, interactive_cancel>) {
               if (sent(make_cancel_run(request.run_id))) state->tracker.cancel_sent(request.run_id);
@@ -299,6 +357,9 @@ asio::awaitable<scenario_exit> run_interactive(const interactive_options& option
               } else if (const auto* cancel =
                              understood ? std::get_if<cancel_run_command>(understood) : nullptr) {
                 state->tracker.cancel_sent(cancel->run_id);
+              } else if (const auto* send =
+                             understood ? std::get_if<send_input_command>(understood) : nullptr) {
+                state->tracker.input_sent(send->run_id);
               } else {
                 state->tracker.raw_sent();
               }

@@ -5,6 +5,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/websocket/error.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -18,6 +19,7 @@
 namespace agentws {
 
 namespace asio = boost::asio;
+using json = nlohmann::json;
 
 namespace {
 
@@ -44,6 +46,51 @@ bool is_finished(run_outcome outcome) {
 }
 
 }  // namespace
+
+agent_request agent_request::merged_with(const agent_request& overrides) const {
+  agent_request merged = *this;
+  if (overrides.agent) merged.agent = overrides.agent;
+  if (overrides.input_json) merged.input_json = overrides.input_json;
+  if (overrides.timeout_ms) merged.timeout_ms = overrides.timeout_ms;
+  return merged;
+}
+
+std::string with_agent_request(const std::string& start_frame, const agent_request& request) {
+  if (request.empty()) return start_frame;
+  json message = json::parse(start_frame);
+  if (request.agent) message["agent"] = *request.agent;
+  if (request.input_json) message["input"] = json::parse(*request.input_json);
+  if (request.timeout_ms) message["timeout_ms"] = *request.timeout_ms;
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string make_send_input(std::string_view run_id, std::string_view input_json) {
+  json message = {{"command", "send_input"}, {"run_id", run_id}};
+  message["input"] = json::parse(input_json);
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::optional<std::string> compact_json_value(std::string_view text, std::string* problem) {
+  auto refuse = [problem](std::string why) -> std::optional<std::string> {
+    if (problem) *problem = std::move(why);
+    return std::nullopt;
+  };
+  if (json_nesting_exceeds(text, max_input_depth)) {
+    return refuse("nested deeper than " + std::to_string(max_input_depth) +
+                  " levels (the server's limit, the command around it included)");
+  }
+  try {
+    return json::parse(text).dump(-1, ' ', false, json::error_handler_t::replace);
+  } catch (const json::exception& e) {
+    // "[json.exception.parse_error.101] parse error at line 1, ...": the
+    // bracketed id says nothing to a user.
+    std::string_view why = e.what();
+    if (why.starts_with("[") && why.find("] ") != std::string_view::npos) {
+      why.remove_prefix(why.find("] ") + 2);
+    }
+    return refuse("not JSON: " + printable(why));
+  }
+}
 
 std::optional<std::string> run_id_problem(std::string_view run_id) {
   if (run_id.empty()) return "the run_id is empty";
@@ -129,6 +176,7 @@ void run_tracker::lose(const std::string& run_id, const std::string& why) {
 
 void run_tracker::commands_unanswered() {
   pending_cancels_.clear();
+  pending_inputs_.clear();
   pending_raw_ = 0;
 }
 
@@ -140,6 +188,10 @@ void run_tracker::raw_sent() {
   ++pending_raw_;
 }
 
+void run_tracker::input_sent(const std::string& run_id) {
+  ++pending_inputs_[run_id];
+}
+
 void run_tracker::connection_lost() {
   for (auto& report : reports_) {
     if (!is_finished(report.outcome)) {
@@ -149,6 +201,7 @@ void run_tracker::connection_lost() {
   }
   // Commands sent on the lost connection will never be answered.
   pending_cancels_.clear();
+  pending_inputs_.clear();
   pending_raw_ = 0;
 }
 
@@ -178,7 +231,31 @@ bool is_cancel_refusal(const received_event& event) {
          (event.code.empty() && event.message == "No active run to cancel");
 }
 
+// The refusals only a send_input gets.
+bool is_input_refusal(const received_event& event) {
+  return event.code == "input_not_accepted" || event.code == "input_queue_full";
+}
+
 }  // namespace
+
+bool run_tracker::input_answered(const received_event& event) {
+  const auto cancel_waits = [this](const std::string& run_id) {
+    const auto cancel = pending_cancels_.find(run_id);
+    return cancel != pending_cancels_.end() && cancel->second > 0;
+  };
+  const auto pending = pending_inputs_.find(event.run_id);
+  if (pending == pending_inputs_.end() || pending->second == 0) return false;
+  const bool answer =
+      event.event_type == "input_received" ||
+      (event.kind == event_kind::error &&
+       (is_input_refusal(event) ||
+        // Also a cancel's refusal, which goes first when one waits.
+        (event.code == "run_not_active" && !cancel_waits(event.run_id)) ||
+        // Also a start's refusal (its agent refusing its input), first when one waits.
+        (event.code == "invalid_input" && !oldest_unanswered(event.run_id))));
+  if (answer) --pending->second;
+  return answer;
+}
 
 void run_tracker::on_event(const received_event& event) {
   if (event.kind == event_kind::connected) return;
@@ -193,6 +270,8 @@ void run_tracker::on_event(const received_event& event) {
     return;
   }
   const std::string& id = event.run_id;
+  // The answer to a send_input says nothing about the run's own course.
+  if (input_answered(event)) return;
   if (event.kind == event_kind::error) {
     run_report* run = nullptr;
     if (is_cancel_refusal(event)) {
@@ -338,6 +417,91 @@ std::string json_on_one_line(std::string_view raw_json) {
   return line;
 }
 
+namespace {
+
+// The fields of a run_event that every run_event has (text aside).
+bool is_server_field(std::string_view key) {
+  return key == "run_id" || key == "step" || key == "seq";
+}
+
+// What follows "step=N": the text as it is for a plain event (as version 1
+// printed it); for an agent's structured event its kind, its text quoted
+// (so that a delta's blanks and line breaks show) and its other fields.
+std::string describe_run_event(const received_event& event) {
+  json payload;
+  try {
+    payload = json::parse(event.payload_json);
+  } catch (const json::exception&) {
+    return printable(event.text);
+  }
+  if (!payload.is_object()) return printable(event.text);
+  const bool plain = std::all_of(payload.items().begin(), payload.items().end(), [](auto item) {
+    return is_server_field(item.key()) || (item.key() == "text" && item.value().is_string());
+  });
+  if (plain) return printable(event.text);
+  std::string out;
+  json rest = json::object();
+  const auto kind = payload.find("kind");
+  if (kind != payload.end() && kind->is_string()) out += printable(kind->get<std::string>());
+  const auto text = payload.find("text");
+  if (text != payload.end() && text->is_string()) {
+    out += (out.empty() ? "" : " ") +
+           printable(text->dump(-1, ' ', false, json::error_handler_t::replace));
+  }
+  for (const auto& [key, value] : payload.items()) {
+    if (is_server_field(key)) continue;
+    if (key == "kind" && value.is_string()) continue;
+    if (key == "text" && value.is_string()) continue;
+    rest[key] = value;
+  }
+  if (!rest.empty()) {
+    out += (out.empty() ? "" : " ") +
+           printable(rest.dump(-1, ' ', false, json::error_handler_t::replace));
+  }
+  return out;
+}
+
+// A failed run: the error's first line, with the program's exit code or
+// signal when the error does not name it, then the rest of the error (a
+// program's last lines of stderr) on lines of their own, indented so that
+// none can pass for an event.
+std::string describe_failure(const received_event& event) {
+  std::string_view error = event.failure;
+  const std::size_t first_end = error.find('\n');
+  std::string out = printable(error.substr(0, first_end));
+  json payload;
+  try {
+    payload = json::parse(event.payload_json);
+  } catch (const json::exception&) {
+    payload = json::object();
+  }
+  if (payload.is_object()) {
+    std::string how;
+    if (auto code = payload.find("exit_code"); code != payload.end() && code->is_number()) {
+      how = "exit code " + code->dump();
+    } else if (auto sig = payload.find("signal"); sig != payload.end()) {
+      how = sig->is_string() ? sig->get<std::string>() : "signal " + sig->dump();
+    }
+    if (!how.empty() && error.find(how) == std::string_view::npos) {
+      out += " (" + printable(how) + ")";
+    }
+  }
+  if (first_end != std::string_view::npos) {
+    std::string_view rest = error.substr(first_end + 1);
+    while (!rest.empty()) {
+      const std::size_t end = rest.find('\n');
+      std::string_view piece = rest.substr(0, end);
+      if (piece.ends_with('\r')) piece.remove_suffix(1);
+      out += "\n    | " + printable(piece);
+      if (end == std::string_view::npos) break;
+      rest.remove_prefix(end + 1);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string format_event_line(const received_event& event, bool color) {
   std::string line = printable(event.ts.empty() ? "-" : event.ts);
   line += " [";
@@ -350,10 +514,10 @@ std::string format_event_line(const received_event& event, bool color) {
   switch (event.kind) {
     case event_kind::run_event:
       line += " step=" + (event.step ? std::to_string(*event.step) : std::string("?"));
-      line += " " + printable(event.text);
+      line += " " + describe_run_event(event);
       break;
     case event_kind::run_done:
-      if (!event.failure.empty()) line += " failed: " + printable(event.failure);
+      if (!event.failure.empty()) line += " failed: " + describe_failure(event);
       break;
     case event_kind::run_cancelled:
       if (!event.reason.empty()) line += " reason=" + printable(event.reason);
@@ -479,13 +643,17 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
     }
     tracker.cancel_sent(run_id);
   };
+  // A run's start_run: its params, how it outlives the connection, its agent.
+  auto start_frame = [state, &plan](const std::string& run_id) {
+    return with_agent_request(make_start_run_with(run_id, plan.params, state->disconnect),
+                              plan.agent);
+  };
   // The runs planned: started, attached, and their cancels scheduled.
   auto start_runs = [&]() -> bool {
     state->started = true;
     for (const auto& run_id : plan.runs) {
       state->book.follow(run_id);
-      if (!send_or_stop(make_start_run_with(run_id, plan.params, state->disconnect),
-                        "the start of " + printable(run_id))) {
+      if (!send_or_stop(start_frame(run_id), "the start of " + printable(run_id))) {
         return false;
       }
     }
@@ -628,7 +796,7 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
             std::find(plan.runs.begin(), plan.runs.end(), event->run_id) != plan.runs.end();
         if (answer == reattach_outcome::restart && started_here) {
           notice("starting " + printable(event->run_id) + " again: the server never got its start");
-          if (!send_or_stop(make_start_run_with(event->run_id, plan.params, state->disconnect),
+          if (!send_or_stop(start_frame(event->run_id),
                             "the start of " + printable(event->run_id))) {
             co_return scenario_exit::connection;
           }
