@@ -380,10 +380,24 @@ void append_run_event(std::string& out, std::string_view ts, std::string_view ru
 }
 
 void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
-                     std::uint64_t seq, std::string_view failure) {
+                     std::uint64_t seq, std::string_view failure,
+                     const nlohmann::json* failure_details) {
   event_writer writer(out, "run_done", ts);
   writer.field("run_id", run_id).field("seq", seq);
-  if (!failure.empty()) writer.field("ok", false).field("error", failure);
+  if (!failure.empty()) {
+    writer.field("ok", false).field("error", failure);
+    if (failure_details && failure_details->is_object()) {
+      std::string members;
+      for (const auto& [key, member] : failure_details->items()) {
+        if (key == "run_id" || key == "seq" || key == "ok" || key == "error") continue;
+        members.append(", ");
+        append_json_string(members, key);
+        members.append(": ");
+        append_json_value(members, member);
+      }
+      writer.raw_members(members);
+    }
+  }
   writer.finish();
 }
 

@@ -13,8 +13,10 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "agentws/protocol.hpp"
 
@@ -37,6 +39,8 @@ class run_context {
   virtual std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept = 0;
   // True once the run is cancelled (by the client or by shutdown).
   virtual bool cancelled() const noexcept = 0;
+  // What agent::prepare returned for this run (null if nothing).
+  virtual const std::shared_ptr<void>& prepared() const noexcept = 0;
 
   // Sends one run_event; steps are numbered 0, 1, 2, ... in call order.
   // Suspends while the connection's outbox is full (nothing is ever dropped).
@@ -53,6 +57,38 @@ class run_context {
   // Waits `duration`; returns false at once if the run is cancelled meanwhile.
   // A zero duration still yields, so other runs and commands get their turn.
   virtual boost::asio::awaitable<bool> sleep_for(std::chrono::milliseconds duration) = 0;
+};
+
+// A run about to start, as agent::prepare sees it.
+struct run_start {
+  const std::string& run_id;
+  const nlohmann::json& params;  // null when absent
+  const nlohmann::json& input;   // null when absent
+  // The run's home: run() runs there, and whatever prepare() creates for the
+  // run (a child process, a socket) may be bound to it.
+  const boost::asio::any_io_executor& executor;
+};
+
+// What agent::prepare decides: a refusal (the start gets this error, no run
+// exists), or the run's own state, handed to run() as
+// run_context::prepared().
+struct prepared_run {
+  std::optional<protocol_error> refusal;
+  std::shared_ptr<void> state;
+};
+
+// Thrown by an agent to end its run with run_done {"ok": false, "error":
+// what()} and `details`' members besides (a program agent's exit_code or
+// signal). The server's own fields (run_id, seq, ok, error) win over them.
+class run_failure : public std::runtime_error {
+ public:
+  explicit run_failure(const std::string& message,
+                       nlohmann::json details = nlohmann::json::object())
+      : std::runtime_error(message), details_(std::move(details)) {}
+  const nlohmann::json& details() const noexcept { return details_; }
+
+ private:
+  nlohmann::json details_;
 };
 
 // Agent logic. One instance serves every run of every connection, possibly on
@@ -84,6 +120,16 @@ class agent {
     (void)input;
     (void)limits;
     return std::nullopt;
+  }
+
+  // After validate(), on the run's home just before run_started: acquire
+  // what the run cannot start without (a process, a connection to a model),
+  // or refuse the start (unavailable, too_many_processes). Keep it quick.
+  // The state returned is dropped unused when the start is refused after
+  // all (the run_id turned out to be taken). By default: nothing to do.
+  virtual prepared_run prepare(const run_start& start) const {
+    (void)start;
+    return {};
   }
 
   virtual boost::asio::awaitable<void> run(run_context& context) = 0;

@@ -127,8 +127,11 @@ void append_run_event_fields(std::string& out, std::string_view ts, std::string_
 void append_input_received(std::string& out, std::string_view ts, std::string_view run_id,
                            std::uint64_t seq, const std::optional<std::string>& request_id);
 // `failure` set: the agent failed; still the run's one terminal event.
+// `failure_details`' members follow "error" (a program's exit_code or
+// signal); run_id, seq, ok and error among them are dropped.
 void append_run_done(std::string& out, std::string_view ts, std::string_view run_id,
-                     std::uint64_t seq, std::string_view failure = {});
+                     std::uint64_t seq, std::string_view failure = {},
+                     const nlohmann::json* failure_details = nullptr);
 // `last_step`: the last step this connection was sent (absent: none was).
 void append_run_cancelled(std::string& out, std::string_view ts, std::string_view run_id,
                           std::uint64_t seq, cancel_reason reason,

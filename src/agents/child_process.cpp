@@ -317,6 +317,7 @@ child_process::child_process(const asio::any_io_executor& executor, const spawn_
                              pid_t pid, int pidfd, int stdin_fd, int stdout_fd, int stderr_fd)
     : pid_(pid),
       max_line_(std::max<std::size_t>(options.max_line_bytes, 1)),
+      max_write_line_(options.max_write_line_bytes != 0 ? options.max_write_line_bytes : max_line_),
       tail_lines_(options.stderr_tail_lines),
       tail_bytes_(options.stderr_tail_bytes),
       kill_group_on_exit_(options.kill_group_on_exit),
@@ -440,7 +441,7 @@ asio::awaitable<void> child_process::stdin_writable() {
 
 asio::awaitable<write_status> child_process::write_line(std::string text,
                                                         std::chrono::milliseconds timeout) {
-  if (text.size() > max_line_ || text.find('\n') != std::string::npos) {
+  if (text.size() > max_write_line_ || text.find('\n') != std::string::npos) {
     co_return write_status::refused;
   }
   text.push_back('\n');

@@ -64,6 +64,9 @@ struct spawn_options {
   // The longest line read from stdout, written to stdin, or passed on from
   // stderr (without its newline).
   std::size_t max_line_bytes = 64 * 1024;
+  // The longest line write_line takes (0: max_line_bytes): what is written
+  // is the caller's, bounded by the caller (a client's message, say).
+  std::size_t max_write_line_bytes = 0;
   // What stderr_tail() keeps: the last lines, at most this many and this
   // many bytes together (a longer line is cut to the byte bound).
   std::size_t stderr_tail_lines = 20;
@@ -174,6 +177,7 @@ class child_process {
 
   const pid_t pid_;
   const std::size_t max_line_;
+  const std::size_t max_write_line_;
   const std::size_t tail_lines_;
   const std::size_t tail_bytes_;
   bool kill_group_on_exit_;

@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -172,6 +174,14 @@ std::vector<numeric_option> numeric_options(const server_options& defaults) {
        [](server_options& o, std::uint64_t v) {
          o.config.send_timeout = std::chrono::milliseconds(v);
        }},
+      {"max-processes", r::max_processes, defaults.max_processes,
+       "program agents: live processes server-wide, those being stopped included, " +
+           range_text(r::max_processes) + "; past it start_run is refused (too_many_processes)",
+       [](server_options& o, std::uint64_t v) { o.max_processes = v; }},
+      {"kill-grace-ms", r::kill_grace_ms, ms(defaults.kill_grace),
+       "program agents: from SIGTERM to SIGKILL when a run stops, " + range_text(r::kill_grace_ms) +
+           " (a config section's kill-grace-ms wins)",
+       [](server_options& o, std::uint64_t v) { o.kill_grace = std::chrono::milliseconds(v); }},
       {"shutdown-grace-ms", r::shutdown_grace_ms, ms(c.shutdown_grace),
        "on SIGINT/SIGTERM, connections still open after this are closed without their "
        "run_cancelled and 1001 close, " +
@@ -186,7 +196,8 @@ constexpr const char* log_levels[] = {"trace", "debug", "info", "warn", "error",
 
 po::options_description describe_options(const std::vector<numeric_option>& numbers,
                                          const server_options& defaults,
-                                         std::vector<std::string>& origins) {
+                                         std::vector<std::string>& origins,
+                                         std::vector<std::string>& agents) {
   po::options_description options(
       "ws-server: agent runs over WebSocket (ws://HOST:PORT/ws, console at http://HOST:PORT/)\n\n"
       "Options");
@@ -208,6 +219,16 @@ po::options_description describe_options(const std::vector<numeric_option>& numb
       "require a bearer token for /ws and /metrics: the file's first line, or lines "
       "name:token, one per owner of runs ('#' comments); AGENTWS_TOKEN also sets one");
   add("allow-unauthenticated", "listen on a non-loopback address without a token");
+  add("agent", po::value(&agents)->composing(),
+      "NAME=PROGRAM [ARG...]: offer a program as agent NAME, one process per run (the value "
+      "is split on blanks, never given to a shell; a bare PROGRAM is looked up in PATH once, "
+      "at start-up); repeatable");
+  add("default-agent", po::value<std::string>(),
+      "the agent a start_run without \"agent\" gets (default: demo)");
+  add("config", po::value<std::string>(),
+      "read options from FILE (NAME = value lines, any long option above; the command line "
+      "wins), and program agents from its [agent.NAME] sections: command, description, cwd, "
+      "env, pass-env, kill-grace-ms, max-line-bytes, accepts-input, framing");
   add("tls-cert", po::value<std::string>(),
       "serve wss:// with this PEM certificate chain (leaf first); needs --tls-key");
   add("tls-key", po::value<std::string>(), "the PEM private key of --tls-cert");
@@ -234,7 +255,9 @@ server_command_line parse_server_command_line(int argc, const char* const* argv,
       hardware_threads, server_ranges::threads.min, server_ranges::threads.max));
   const std::vector<numeric_option> numbers = numeric_options(defaults);
   std::vector<std::string> origins;
-  const po::options_description options = describe_options(numbers, defaults, origins);
+  std::vector<std::string> agent_arguments;
+  const po::options_description options =
+      describe_options(numbers, defaults, origins, agent_arguments);
 
   server_command_line result;
   std::vector<std::string> problems;
@@ -264,6 +287,47 @@ server_command_line parse_server_command_line(int argc, const char* const* argv,
     // No positional arguments: "ws-server 8000" is a mistake, not a port.
     const po::positional_options_description none;
     po::store(po::command_line_parser(arguments).options(options).positional(none).run(), args);
+  } catch (const po::error& e) {
+    problems.push_back(printable(e.what()));
+    return refuse();
+  }
+  // The config file's settings count where the command line gave none.
+  std::vector<std::pair<std::string, std::string>> agent_sections;
+  if (args.count("config") && !args.count("help") && !args.count("version")) {
+    const std::string path = args["config"].as<std::string>();
+    std::ifstream file(path);
+    if (path.empty() || !file) {
+      problems.push_back("--config: cannot read '" + printable(path) + "'" +
+                         (path.empty() ? "" : std::string(": ") + std::strerror(errno)));
+      return refuse();
+    }
+    try {
+      po::parsed_options parsed = po::parse_config_file(file, options, true);
+      std::vector<po::option> known;
+      for (po::option& option : parsed.options) {
+        if (!option.unregistered) {
+          if (option.string_key == "config") {
+            problems.push_back("--config " + printable(path) +
+                               ": a config file cannot name another");
+          } else {
+            known.push_back(std::move(option));
+          }
+        } else if (option.string_key.starts_with("agent.")) {
+          agent_sections.emplace_back(option.string_key,
+                                      option.value.empty() ? std::string() : option.value.front());
+        } else {
+          problems.push_back("--config " + printable(path) + ": unknown setting '" +
+                             printable(option.string_key) + "'");
+        }
+      }
+      parsed.options = std::move(known);
+      po::store(parsed, args);
+    } catch (const po::error& e) {
+      problems.push_back("--config " + printable(path) + ": " + printable(e.what()));
+    }
+    if (!problems.empty()) return refuse();
+  }
+  try {
     po::notify(args);
   } catch (const po::error& e) {
     problems.push_back(printable(e.what()));
@@ -339,6 +403,45 @@ server_command_line parse_server_command_line(int argc, const char* const* argv,
   } else if (args.count("tls-cert") &&
              (chosen.config.tls_cert_file.empty() || chosen.config.tls_key_file.empty())) {
     problems.push_back("--tls-cert and --tls-key need file names");
+  }
+
+  // Program agents: --agent's, then the config file's; names once each.
+  program_spec agent_defaults;
+  agent_defaults.kill_grace = chosen.kill_grace;
+  for (const std::string& argument : agent_arguments) {
+    auto parsed = parse_agent_argument(argument, agent_defaults);
+    if (auto* agent = std::get_if<program_agent_option>(&parsed)) {
+      chosen.program_agents.push_back(std::move(*agent));
+    } else {
+      problems.push_back(std::get<std::string>(parsed));
+    }
+  }
+  auto sections = parse_agent_sections(agent_sections, agent_defaults,
+                                       [](const std::string& name) -> std::optional<std::string> {
+                                         const char* value = std::getenv(name.c_str());
+                                         if (!value) return std::nullopt;
+                                         return std::string(value);
+                                       });
+  problems.insert(problems.end(), sections.problems.begin(), sections.problems.end());
+  for (auto& agent : sections.agents)
+    chosen.program_agents.push_back(std::move(agent));
+  std::vector<std::string> agent_names;
+  for (const auto& agent : chosen.program_agents) {
+    if (agent.name == "demo" || agent.name == "default") {
+      problems.push_back("agent " + agent.name + ": the name is the server's own");
+    } else if (std::find(agent_names.begin(), agent_names.end(), agent.name) != agent_names.end()) {
+      problems.push_back("agent " + agent.name + " is defined twice");
+    }
+    agent_names.push_back(agent.name);
+  }
+  if (args.count("default-agent")) {
+    const std::string name = args["default-agent"].as<std::string>();
+    if (name != "demo" &&
+        std::find(agent_names.begin(), agent_names.end(), name) == agent_names.end()) {
+      problems.push_back("--default-agent: no agent is named '" + printable(name) +
+                         "' (demo, or one given with --agent or in --config)");
+    }
+    chosen.config.default_agent = name;
   }
 
   const std::string log_format = args["log-format"].as<std::string>();

@@ -14,6 +14,7 @@
 
 #include "agentws/cli_options.hpp"
 #include "agentws/server.hpp"
+#include "apps/agent_options.hpp"
 
 namespace agentws {
 
@@ -25,6 +26,12 @@ struct server_options {
   bool json_logs = false;
   std::string token_file;  // empty: none given
   bool allow_unauthenticated = false;
+  // Program agents (--agent, --config's [agent.NAME] sections), programs
+  // not yet looked up in PATH (resolve_program), and the bound on their
+  // live processes.
+  std::vector<program_agent_option> program_agents;
+  std::size_t max_processes = 256;
+  std::chrono::milliseconds kill_grace{2'000};
 };
 
 // The outcome of reading the command line: options to run with, or an exit
@@ -76,6 +83,9 @@ inline constexpr integer_range idle_timeout_ms{1000, 86'400'000};
 inline constexpr integer_range send_timeout_ms{1000, 86'400'000};
 // At least the time a reading client needs for its run_cancelled and the close.
 inline constexpr integer_range shutdown_grace_ms{100, 600'000};
+// Program agents: live processes server-wide, and SIGTERM to SIGKILL.
+inline constexpr integer_range max_processes{1, 65'536};
+inline constexpr integer_range kill_grace_ms{0, 600'000};
 }  // namespace server_ranges
 
 // Reads ws-server's arguments (argv[0] is skipped). `hardware_threads` is the

@@ -10,6 +10,7 @@
 
 #include <malloc.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <csignal>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "agentws/events.hpp"
+#include "agentws/program_agent.hpp"
 #include "agentws/server.hpp"
 #include "apps/memory_trim.hpp"
 #include "apps/server_options.hpp"
@@ -109,6 +111,27 @@ int main(int argc, char** argv) {
   } else if (const char* env = std::getenv("AGENTWS_TOKEN"); env && *env) {
     config.token = env;
   }
+  // Program agents: a bare program name is looked up in PATH once, now.
+  std::vector<std::string> agent_notes;  // logged once the log is set up
+  if (!options.program_agents.empty()) {
+    const char* path = std::getenv("PATH");
+    auto processes = std::make_shared<agentws::process_limit>(options.max_processes);
+    for (auto& agent : options.program_agents) {
+      std::string& program = agent.spec.argv.front();
+      program = agentws::resolve_program(program, path ? path : "/usr/local/bin:/usr/bin:/bin");
+      std::string note = "agent " + agent.name + ": " + agentws::printable(program);
+      if (::access(program.c_str(), X_OK) != 0) {
+        note += " is not an executable file here: its runs will be refused (unavailable)";
+      } else {
+        note += std::string(" (") +
+                (agent.spec.framing == agentws::program_framing::text ? "text" : "json") +
+                " framing" + (agent.spec.accepts_input ? ", takes input" : "") + ")";
+      }
+      agent_notes.push_back(std::move(note));
+      config.agents.push_back(
+          {agent.name, agentws::make_program_agent(agent.name, std::move(agent.spec), processes)});
+    }
+  }
   const std::string host_as_given = config.host;
   auto host = agentws::resolve_listen_host(config.host);
   if (!host.error.empty()) return refuse(host.error);
@@ -134,6 +157,8 @@ int main(int argc, char** argv) {
   spdlog::set_level(options.log_level);
   if (!host.note.empty()) spdlog::info("{}", host.note);
   if (!token_note.empty()) spdlog::info("{}", token_note);
+  for (const std::string& note : agent_notes)
+    spdlog::info("{}", note);
 
   keep_freed_memory_for_reuse();
   const rlim_t open_files = raise_open_file_limit();

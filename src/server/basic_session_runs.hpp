@@ -133,6 +133,15 @@ void basic_session<Transport>::start_run(start_run_command command) {
                                    limits.max_active_runs));
     return;
   }
+  // Last, what the agent needs to start (a process): refused, no run exists.
+  prepared_run prepared =
+      chosen->logic->prepare(run_start{command.run_id, params_json, input, ws_.get_executor()});
+  if (prepared.refusal) {
+    prepared.refusal->run_id = std::move(command.run_id);
+    prepared.refusal->request_id = std::move(command.request_id);
+    send_error(*prepared.refusal);
+    return;
+  }
   server_run::settings settings;
   settings.owner = owner_;
   settings.run_id = command.run_id;
@@ -148,7 +157,8 @@ void basic_session<Transport>::start_run(start_run_command command) {
   settings.on_disconnect = command.on_disconnect;
   settings.detach_grace = std::chrono::milliseconds(command.detach_grace_ms);
   settings.history = history_limits{limits.history_events, limits.history_bytes};
-  auto run = std::make_shared<server_run>(std::move(settings), ws_.get_executor());
+  auto run = std::make_shared<server_run>(std::move(settings), ws_.get_executor(),
+                                          std::move(prepared.state));
   // A version 1 run (no on_disconnect, no grace) is freed with this
   // connection, not retained for later attaches.
   const bool freed_with_connection =

@@ -96,6 +96,7 @@ class agent_context final : public run_context {
     return run_->deadline();
   }
   bool cancelled() const noexcept override { return run_->cancelled(); }
+  const std::shared_ptr<void>& prepared() const noexcept override { return run_->prepared(); }
   asio::awaitable<bool> emit(std::string_view text) override { return run_->agent_emit(text); }
   asio::awaitable<bool> emit_fields(const nlohmann::json& fields) override {
     return run_->agent_emit_fields(fields);
@@ -155,6 +156,9 @@ asio::awaitable<std::optional<nlohmann::json>> server_run::agent_next_input() {
     }
     input_timer_.expires_at(asio::steady_timer::time_point::max());
     co_await input_timer_.async_wait(nothrow);  // push_input and cancel wake it
+    // The agent's own wait was cancelled (say, one branch of its `||`).
+    const asio::cancellation_state waiter = co_await asio::this_coro::cancellation_state;
+    if (waiter.cancelled() != asio::cancellation_type::none) co_return std::nullopt;
   }
 }
 
@@ -211,9 +215,11 @@ asio::awaitable<bool> server_run::agent_sleep(std::chrono::milliseconds duration
 
 // ---- server_run ----
 
-server_run::server_run(settings run_settings, asio::any_io_executor home)
+server_run::server_run(settings run_settings, asio::any_io_executor home,
+                       std::shared_ptr<void> prepared)
     : settings_(std::move(run_settings)),
       home_(std::move(home)),
+      prepared_(std::move(prepared)),
       log_(settings_.history),
       wakeup_(home_),
       grace_timer_(home_),
@@ -251,13 +257,22 @@ asio::awaitable<void> server_run::execute(std::shared_ptr<server_run> self,
   const std::shared_ptr<agentws::agent> logic =
       self->settings_.agent ? self->settings_.agent : state->find_agent("demo")->logic;
   std::string failure;
+  nlohmann::json failure_details;
   try {
     co_await logic->run(handle);
+  } catch (const run_failure& e) {
+    if (!self->cancelled_) {
+      failure = e.what()[0] ? e.what() : "agent failed";
+      failure_details = e.details();
+    }
   } catch (const std::exception& e) {
     if (!self->cancelled_) failure = e.what()[0] ? e.what() : "agent failed";
   } catch (...) {
     if (!self->cancelled_) failure = "agent failed with an unknown exception";
   }
+  // What the agent held for the run goes with its run (the run itself may
+  // be retained for later attaches much longer).
+  self->prepared_.reset();
   if (!failure.empty()) {
     spdlog::warn("run {} of {} failed: {}", printable(self->run_id()), self->owner(),
                  printable(failure));
@@ -270,7 +285,7 @@ asio::awaitable<void> server_run::execute(std::shared_ptr<server_run> self,
   if (!self->cancelled_ &&
       state->registry->end(self->owner(), self->run_id(), self.get(), run_state_name::done,
                            std::chrono::steady_clock::now())) {
-    self->finish(failure, *state);
+    self->finish(failure, &failure_details, *state);
   }
 }
 
@@ -328,13 +343,14 @@ void server_run::fan_out(std::uint64_t seq) {
   last_seq_.store(seq, std::memory_order_relaxed);
 }
 
-void server_run::finish(std::string_view failure, server_state& state) {
+void server_run::finish(std::string_view failure, const nlohmann::json* failure_details,
+                        server_state& state) {
   ended_ = true;
   grace_timer_.cancel();
   deadline_timer_.cancel();
   input_timer_.cancel();
   const std::uint64_t seq = log_.append([&](std::string& out, std::uint64_t done_seq) {
-    append_run_done(out, now(), run_id(), done_seq, failure);
+    append_run_done(out, now(), run_id(), done_seq, failure, failure_details);
   });
   last_seq_.store(seq, std::memory_order_relaxed);
   state_.store(run_state_name::done, std::memory_order_relaxed);

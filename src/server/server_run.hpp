@@ -153,7 +153,10 @@ class server_run final : public std::enable_shared_from_this<server_run> {
     history_limits history;
   };
 
-  server_run(settings run_settings, boost::asio::any_io_executor home);
+  // `prepared`: what the agent's prepare() returned, for its run() (dropped
+  // when run() returns).
+  server_run(settings run_settings, boost::asio::any_io_executor home,
+             std::shared_ptr<void> prepared = nullptr);
   ~server_run();
 
   const std::string& owner() const noexcept { return settings_.owner; }
@@ -166,6 +169,7 @@ class server_run final : public std::enable_shared_from_this<server_run> {
     return settings_.deadline;
   }
   const boost::asio::any_io_executor& home() const noexcept { return home_; }
+  const std::shared_ptr<void>& prepared() const noexcept { return prepared_; }
   // Readable from any thread (list_runs).
   std::uint64_t last_seq() const noexcept { return last_seq_.load(std::memory_order_relaxed); }
   run_state_name state() const noexcept { return state_.load(std::memory_order_relaxed); }
@@ -242,7 +246,7 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   void emit_event_fields(const nlohmann::json& fields);
   // Hands the frame logged as `seq` to every follower.
   void fan_out(std::uint64_t seq);
-  void finish(std::string_view failure, server_state& state);
+  void finish(std::string_view failure, const nlohmann::json* failure_details, server_state& state);
   std::string_view now();
   std::size_t followers() const noexcept { return (home_follower_ ? 1 : 0) + mailboxes_.size(); }
   // The last follower left: by a disconnect, the run's on_disconnect policy
@@ -257,6 +261,7 @@ class server_run final : public std::enable_shared_from_this<server_run> {
 
   const settings settings_;
   const boost::asio::any_io_executor home_;
+  std::shared_ptr<void> prepared_;
   run_log log_;
   boost::asio::cancellation_signal cancel_signal_;
   boost::asio::steady_timer wakeup_;       // a mailbox made room
