@@ -462,3 +462,109 @@ TEST_CASE("the shutdown summary counts what the server did", "[protocol][server_
         "consumers); runs: 4 started, 1 done, 4 cancelled (1 by clients, 2 at shutdown, 0 on "
         "disconnect, 1 at their deadline); sent 20 frames, 2000 bytes; error events: 1");
 }
+
+TEST_CASE("ws-server options: --agent splits its program on blanks, never through a shell",
+          "[protocol][server_options]") {
+  const auto options =
+      accepted(parse({"--agent", "py=python3  agent.py --model 'x y'", "--agent", "sh=/bin/sh",
+                      "--kill-grace-ms", "500", "--max-processes", "3", "--default-agent", "py"}));
+  REQUIRE(options.program_agents.size() == 2);
+  const auto& py = options.program_agents[0];
+  CHECK(py.name == "py");
+  CHECK(py.spec.argv == std::vector<std::string>{"python3", "agent.py", "--model", "'x", "y'"});
+  CHECK(py.spec.kill_grace == std::chrono::milliseconds(500));
+  CHECK(py.spec.accepts_input);
+  CHECK(py.spec.framing == agentws::program_framing::json);
+  CHECK(py.spec.env.empty());
+  CHECK(options.max_processes == 3);
+  CHECK(options.config.default_agent == "py");
+
+  CHECK_THAT(refused(parse({"--agent", "no-program="})),
+             Catch::Contains("--agent no-program: no program given"));
+  CHECK_THAT(refused(parse({"--agent", "python3 agent.py"})),
+             Catch::Contains("is not NAME=PROGRAM [ARG...]"));
+  CHECK_THAT(refused(parse({"--agent", "a b=prog"})), Catch::Contains("is not an agent name"));
+  CHECK_THAT(refused(parse({"--agent", "demo=prog"})), Catch::Contains("the server's own"));
+  CHECK_THAT(refused(parse({"--agent", "x=a", "--agent", "x=b"})),
+             Catch::Contains("agent x is defined twice"));
+  CHECK_THAT(refused(parse({"--default-agent", "nope"})),
+             Catch::Contains("--default-agent: no agent is named 'nope'"));
+  CHECK(accepted(parse({"--default-agent", "demo"})).config.default_agent == "demo");
+  CHECK_THAT(refused(parse({"--max-processes", "0"})), Catch::Contains("--max-processes"));
+  CHECK_THAT(refused(parse({"--kill-grace-ms", "600001"})), Catch::Contains("--kill-grace-ms"));
+}
+
+TEST_CASE(
+    "ws-server options: --config holds options and [agent.NAME] sections; the command line "
+    "wins",
+    "[protocol][server_options]") {
+  temp_dir dir;
+  const std::string path = dir.file("agents.conf",
+                                    "port = 9001\n"
+                                    "max-runs = 7\n"
+                                    "default-agent = helper\n"
+                                    "[agent.helper]\n"
+                                    "command = /usr/bin/python3 helper.py\n"
+                                    "description = Helps\n"
+                                    "cwd = /srv/agents\n"
+                                    "env = LANG=C.UTF-8\n"
+                                    "env = MODEL=small\n"
+                                    "pass-env = AGENTWS_TEST_PASSED\n"
+                                    "pass-env = AGENTWS_TEST_UNSET\n"
+                                    "kill-grace-ms = 250\n"
+                                    "max-line-bytes = 4096\n"
+                                    "accepts-input = false\n"
+                                    "[agent.lines]\n"
+                                    "command = /bin/cat\n"
+                                    "framing = text\n");
+  ::setenv("AGENTWS_TEST_PASSED", "passed on", 1);
+  ::unsetenv("AGENTWS_TEST_UNSET");
+  const auto options = accepted(parse({"--config", path.c_str(), "--port", "9002"}));
+  CHECK(options.config.port == 9002);  // the command line wins
+  CHECK(options.config.limits.max_active_runs == 7);
+  CHECK(options.config.default_agent == "helper");
+  REQUIRE(options.program_agents.size() == 2);
+  const auto& helper = options.program_agents[0].spec;
+  CHECK(helper.argv == std::vector<std::string>{"/usr/bin/python3", "helper.py"});
+  CHECK(helper.description == "Helps");
+  CHECK(helper.cwd == "/srv/agents");
+  CHECK(helper.env ==
+        std::vector<std::string>{"LANG=C.UTF-8", "MODEL=small", "AGENTWS_TEST_PASSED=passed on"});
+  CHECK(helper.kill_grace == std::chrono::milliseconds(250));
+  CHECK(helper.max_line_bytes == 4096);
+  CHECK_FALSE(helper.accepts_input);
+  CHECK(options.program_agents[1].name == "lines");
+  CHECK(options.program_agents[1].spec.framing == agentws::program_framing::text);
+
+  auto refused_config = [&](const std::string& text) {
+    const std::string bad = dir.file("bad.conf", text);
+    return refused(parse({"--config", bad.c_str()}));
+  };
+  CHECK_THAT(refused_config("[agent.x]\ndescription = no command\n"),
+             Catch::Contains("[agent.x] has no command"));
+  CHECK_THAT(refused_config("[agent.x]\ncommand = /bin/cat\nshell = yes\n"),
+             Catch::Contains("unknown setting 'shell'"));
+  CHECK_THAT(refused_config("[agent.x]\ncommand = /bin/cat\nframing = binary\n"),
+             Catch::Contains("'binary' is not json or text"));
+  CHECK_THAT(refused_config("[agent.x]\ncommand = /bin/cat\nenv = =x\n"),
+             Catch::Contains("is not NAME=value"));
+  CHECK_THAT(refused_config("[agent.x]\ncommand = /bin/cat\nmax-line-bytes = 100000\n"),
+             Catch::Contains("max-line-bytes"));
+  CHECK_THAT(refused_config("no-such-option = 1\n"), Catch::Contains("unknown setting"));
+  CHECK_THAT(refused_config("config = other.conf\n"), Catch::Contains("cannot name another"));
+  CHECK_THAT(refused(parse({"--config", "/nonexistent/agents.conf"})),
+             Catch::Contains("--config: cannot read"));
+}
+
+TEST_CASE("ws-server options: a bare program name is looked up in PATH",
+          "[protocol][server_options]") {
+  temp_dir dir;
+  const std::string tool = dir.file("tool", "#!/bin/sh\n");
+  ::chmod(tool.c_str(), 0755);
+  dir.file("data", "");  // not executable: skipped
+  const std::string search = "/nonexistent:" + dir.path.string();
+  CHECK(agentws::resolve_program("tool", search) == tool);
+  CHECK(agentws::resolve_program("data", search) == "data");
+  CHECK(agentws::resolve_program("./tool", search) == "./tool");
+  CHECK(agentws::resolve_program("missing", search) == "missing");
+}
