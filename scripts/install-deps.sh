@@ -6,6 +6,7 @@
 #   scripts/install-deps.sh            build + unit/loopback tests
 #   scripts/install-deps.sh --interop  + Python and Node peers, Chromium
 #   scripts/install-deps.sh --fuzz     + clang-16 and libFuzzer
+#   scripts/install-deps.sh --bench    + websocketd (bench/programs.sh compares against it)
 #   scripts/install-deps.sh --all      everything
 set -euo pipefail
 
@@ -15,14 +16,16 @@ build_pkgs=(g++ cmake make ninja-build pkg-config libboost1.81-dev
 interop_pkgs=(python3 python3-websockets python3-fastapi python3-uvicorn curl nodejs
   npm chromium tmux iproute2)
 fuzz_pkgs=(clang-16 libclang-rt-16-dev)
+bench_pkgs=(websocketd)
 
 want=("${build_pkgs[@]}")
 for arg in "$@"; do
   case "$arg" in
     --interop) want+=("${interop_pkgs[@]}") ;;
     --fuzz) want+=("${fuzz_pkgs[@]}") ;;
-    --all) want+=("${interop_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
-    *) echo "usage: $0 [--interop] [--fuzz] [--all]" >&2; exit 2 ;;
+    --bench) want+=("${bench_pkgs[@]}") ;;
+    --all) want+=("${interop_pkgs[@]}" "${fuzz_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    *) echo "usage: $0 [--interop] [--fuzz] [--bench] [--all]" >&2; exit 2 ;;
   esac
 done
 
