@@ -113,9 +113,10 @@ int main(int argc, char** argv) {
   }
   // Program agents: a bare program name is looked up in PATH once, now.
   std::vector<std::string> agent_notes;  // logged once the log is set up
+  std::shared_ptr<agentws::process_limit> processes;
   if (!options.program_agents.empty()) {
     const char* path = std::getenv("PATH");
-    auto processes = std::make_shared<agentws::process_limit>(options.max_processes);
+    processes = std::make_shared<agentws::process_limit>(options.max_processes);
     for (auto& agent : options.program_agents) {
       std::string& program = agent.spec.argv.front();
       program = agentws::resolve_program(program, path ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -277,5 +278,11 @@ int main(int argc, char** argv) {
   for (auto& worker : workers)
     worker.join();
   spdlog::info("stopped: {}", agentws::shutdown_summary(server.stats()));
+  // The threads returned once every process was reaped (see reap in
+  // program_agent.cpp): none is left behind.
+  if (processes) {
+    spdlog::info("program agents: {} processes started, {} left", processes->spawned(),
+                 processes->live());
+  }
   return 0;
 }
