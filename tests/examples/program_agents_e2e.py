@@ -151,11 +151,29 @@ async def scenario(server):
     check(children(server.proc.pid) == [], "no child left")
 
 
-def main():
-    server = Server([WS_SERVER, "--config", "examples/agents.conf", "--port", "0",
-                     "--threads", "1", "--log-level", "info"], cwd=ROOT)
+async def from_the_command_line(server):
+    # The README's first line: --agent and --default-agent, no config file.
+    client = await Client.connect(server.url())
+    agents = client.connected["payload"]["agents"]
+    check(agents[0]["name"] == "assistant" and agents[0]["accepts_input"],
+          f"the assistant, the default, first: {agents}")
+    await client.send(command="start_run", run_id="r1", input={"prompt": "hi"},
+                      params={"delay_ms": 0})
+    await client.expect("run_started", run_id="r1")
+    events = await client.agent_events("r1", until_kind="input_required")
+    check(texts(events) == "You asked: hi ", f"the answer: {events}")
+    await client.send(command="send_input", run_id="r1", input="no")
+    await client.expect("input_received", run_id="r1")
+    await client.expect("run_event", run_id="r1", kind="text", text="Discarded.")
+    await client.expect("run_done", run_id="r1")
+    await client.close()
+
+
+def serve(argv, scenario_of):
+    server = Server([WS_SERVER, *argv, "--port", "0", "--threads", "1", "--log-level", "info"],
+                    cwd=ROOT)
     try:
-        asyncio.run(scenario(server))
+        asyncio.run(scenario_of(server))
     except BaseException:
         print(server.text())
         raise
@@ -163,6 +181,12 @@ def main():
         status = server.stop()
     check(status == 0, f"exit status {status} after SIGTERM:\n{server.text()}")
     server.remove_log()
+
+
+def main():
+    serve(["--config", "examples/agents.conf"], scenario)
+    serve(["--agent", "assistant=examples/python_agent.py", "--default-agent", "assistant"],
+          from_the_command_line)
     print("ok")
 
 
