@@ -2,8 +2,10 @@
 // speaks it). Scenarios: flood (throughput, latency, server CPU per event),
 // cancel (time from cancel_run to run_cancelled), slow-cancel (what stands
 // between cancel_run and run_cancelled when a slow reader is flooded), idle
-// (server memory per open connection), connect (handshakes per second) and
-// large-commands (what one connection sending large commands costs others).
+// (server memory per open connection), connect (handshakes per second),
+// large-commands (what one connection sending large commands costs others),
+// resume, replay and detached (resume_scenarios.cpp), and program-flood and
+// program-latency (program agents against websocketd, program_scenarios.cpp).
 //
 // The client must never be the bottleneck. It uses Beast for the handshake
 // and the close only; flood and cancel read frames straight from the socket
@@ -52,6 +54,7 @@
 #include "agentws/client.hpp"
 #include "agentws/events.hpp"
 #include "event_reading.hpp"
+#include "program_scenarios.hpp"
 #include "resume_scenarios.hpp"
 
 // Beast's websocket stream reads at most 1536 bytes per read_some, one system
@@ -133,6 +136,12 @@ struct options {
   unsigned grace_ms = 60'000;
   bool resume_cancel = false;
   unsigned forget_wait_ms = 6000;
+  // program-flood, program-latency (program_scenarios.cpp)
+  std::string program_agent = "lines";
+  std::string demo_agent;
+  std::string websocketd_url;
+  int websocketd_pid = 0;
+  unsigned close_samples = 50;
   std::string json_out;
 };
 
@@ -1892,6 +1901,28 @@ agentws::bench::resume_options resume_options_of(const options& o) {
   return r;
 }
 
+// `websocketd`: where websocketd listens, if it is measured (null: only to describe).
+agentws::bench::program_options program_options_of(const options& o, const target* websocketd) {
+  agentws::bench::program_options p;
+  p.scenario = o.scenario;
+  p.timeout_s = o.timeout_s;
+  p.connections = o.connections;
+  p.runs = o.runs;
+  p.lines = o.steps;
+  p.samples = o.samples;
+  p.close_samples = o.close_samples;
+  p.program_agent = o.program_agent;
+  p.demo_agent = o.demo_agent;
+  p.server_pid = o.server_pid;
+  p.websocketd_pid = o.websocketd_pid;
+  if (websocketd) {
+    p.websocketd = {websocketd->endpoint, websocketd->host_header, websocketd->path};
+  } else if (!o.websocketd_url.empty()) {
+    p.websocketd = agentws::bench::resume_target{};
+  }
+  return p;
+}
+
 round_result result_of(agentws::bench::scenario_round from) {
   round_result out;
   out.metrics = std::move(from.metrics);
@@ -1920,6 +1951,8 @@ std::string describe(const options& o) {
     out << o.idle_connections << " more idle connections per round (kept open)";
   } else if (agentws::bench::is_resume_scenario(o.scenario)) {
     out << agentws::bench::describe_resume_scenario(resume_options_of(o));
+  } else if (agentws::bench::is_program_scenario(o.scenario)) {
+    out << agentws::bench::describe_program_scenario(program_options_of(o, nullptr));
   } else if (o.scenario == "large-commands") {
     out << (o.attackers > 0 ? "one connection sending " + std::to_string(o.command_bytes) +
                                   "-byte commands back to back"
@@ -2016,6 +2049,8 @@ ordered_json to_json(const options& o, const std::vector<round_result>& rounds, 
     params["connections"] = o.idle_connections;
   } else if (agentws::bench::is_resume_scenario(o.scenario)) {
     agentws::bench::add_resume_params(resume_options_of(o), params);
+  } else if (agentws::bench::is_program_scenario(o.scenario)) {
+    agentws::bench::add_program_params(program_options_of(o, nullptr), params);
   } else if (o.scenario == "large-commands") {
     params["command_bytes"] = o.command_bytes;
     params["attackers"] = o.attackers;
@@ -2067,8 +2102,8 @@ ordered_json to_json(const options& o, const std::vector<round_result>& rounds, 
 }
 
 // Loopback only: the benchmark must never load a machine it does not own.
-std::optional<target> loopback_target(const options& o, std::string& why) {
-  const auto url = agentws::ws_url::parse(o.url, &why);
+std::optional<target> loopback_target(const std::string& text, std::string& why) {
+  const auto url = agentws::ws_url::parse(text, &why);
   if (!url) return std::nullopt;
   if (url->secure) {
     why = "wss:// is not supported";
@@ -2104,14 +2139,16 @@ int main(int argc, char** argv) {
   po::options_description described(
       "ws-bench: load generator for the agentws protocol (loopback only)\n\n"
       "Usage: ws-bench --scenario "
-      "flood|cancel|slow-cancel|idle|connect|large-commands|resume|replay|detached "
+      "flood|cancel|slow-cancel|idle|connect|large-commands|resume|replay|detached|"
+      "program-flood|program-latency "
       "--url ws://127.0.0.1:PORT/ws "
       "[options]\n\nOptions");
   // clang-format off
   described.add_options()
     ("help,h", "show this help and exit")
     ("scenario", po::value(&o.scenario),
-     "flood, cancel, slow-cancel, idle, connect, large-commands, resume, replay or detached")
+     "flood, cancel, slow-cancel, idle, connect, large-commands, resume, replay, detached, "
+     "program-flood or program-latency")
     ("url", po::value(&o.url)->default_value(o.url), "server to measure (a loopback address)")
     ("label", po::value(&o.label)->default_value(o.label), "server name in the report")
     ("server-pid", po::value(&o.server_pid)->default_value(o.server_pid),
@@ -2182,6 +2219,17 @@ int main(int argc, char** argv) {
     ("forget-wait-ms", po::value(&o.forget_wait_ms)->default_value(o.forget_wait_ms),
      "detached: after the server's retention_ms, before the RSS is read again (the server "
      "gives freed memory back a few seconds after its load fell)")
+    ("program-agent", po::value(&o.program_agent)->default_value(o.program_agent),
+     "program-flood, program-latency: the ws-server agent that runs the program")
+    ("demo-agent", po::value(&o.demo_agent),
+     "program-flood, program-latency: the demo agent's name (absent: the server's default)")
+    ("websocketd-url", po::value(&o.websocketd_url),
+     "program-flood, program-latency: websocketd running the same program (absent: not measured)")
+    ("websocketd-pid", po::value(&o.websocketd_pid)->default_value(o.websocketd_pid),
+     "program-flood: websocketd's process, for its CPU time")
+    ("close-samples", po::value(&o.close_samples)->default_value(o.close_samples),
+     "program-latency: websocketd closes timed per round (websocketd waits 100 ms before it "
+     "signals the program; ws-bench kills the rest)")
     ("json-out", po::value(&o.json_out), "write the results as JSON to this file");
   // clang-format on
   po::variables_map args;
@@ -2199,10 +2247,11 @@ int main(int argc, char** argv) {
   const bool known = o.scenario == "flood" || o.scenario == "cancel" ||
                      o.scenario == "slow-cancel" || o.scenario == "idle" ||
                      o.scenario == "connect" || o.scenario == "large-commands" ||
-                     agentws::bench::is_resume_scenario(o.scenario);
+                     agentws::bench::is_resume_scenario(o.scenario) ||
+                     agentws::bench::is_program_scenario(o.scenario);
   if (!known) {
     std::cerr << "ws-bench: --scenario must be flood, cancel, slow-cancel, idle, connect, "
-                 "large-commands, resume, replay or detached\n";
+                 "large-commands, resume, replay, detached, program-flood or program-latency\n";
     return 2;
   }
   if (o.scenario == "resume") {
@@ -2218,6 +2267,13 @@ int main(int argc, char** argv) {
       std::cerr << "ws-bench: resume needs --steps at least --read-events + 2\n";
       return 2;
     }
+  } else if (o.scenario == "program-flood") {
+    if (args["runs"].defaulted()) o.runs = 2;
+    if (args["steps"].defaulted()) o.steps = 100'000;
+  } else if (o.scenario == "program-latency") {
+    if (args["samples"].defaulted()) o.samples = 300;
+    if (args["rounds"].defaulted()) o.rounds = 3;
+    if (args["program-agent"].defaulted()) o.program_agent = "pid-sleep";
   } else if (o.scenario == "replay") {
     if (args["samples"].defaulted()) o.samples = 200;
     if (args["steps"].defaulted()) o.steps = 2000;
@@ -2265,10 +2321,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string why;
-  const auto to = loopback_target(o, why);
+  const auto to = loopback_target(o.url, why);
   if (!to) {
     std::cerr << "ws-bench: bad --url '" << o.url << "': " << why << "\n";
     return 2;
+  }
+  std::optional<target> websocketd;
+  if (!o.websocketd_url.empty()) {
+    websocketd = loopback_target(o.websocketd_url, why);
+    if (!websocketd) {
+      std::cerr << "ws-bench: bad --websocketd-url '" << o.websocketd_url << "': " << why << "\n";
+      return 2;
+    }
   }
   raise_descriptor_limit();
 
@@ -2289,6 +2353,11 @@ int main(int argc, char** argv) {
     round = [&] { return idle->round(); };
   } else if (o.scenario == "large-commands") {
     round = [&] { return large_commands_round(o, *to); };
+  } else if (agentws::bench::is_program_scenario(o.scenario)) {
+    resume = agentws::bench::make_program_scenario(
+        program_options_of(o, websocketd ? &*websocketd : nullptr),
+        {to->endpoint, to->host_header, to->path}, process_cpu_seconds, own_cpu_seconds);
+    round = [&] { return result_of(resume->round()); };
   } else if (agentws::bench::is_resume_scenario(o.scenario)) {
     const int pid = o.server_pid;
     resume = agentws::bench::make_resume_scenario(
@@ -2323,7 +2392,18 @@ int main(int argc, char** argv) {
         std::cerr << "  ! " << sample << "\n";
     }
   }
-  print_table(o, rounds);
+  if (agentws::bench::is_program_scenario(o.scenario)) {
+    std::printf("\n%s: %s (%s)\n", o.scenario.c_str(), describe(o).c_str(), o.url.c_str());
+    std::vector<std::vector<std::pair<std::string, double>>> metrics;
+    for (const auto& r : rounds) {
+      metrics.push_back(r.metrics);
+      for (const auto& sample : r.failures.samples)
+        std::printf("  ! %s\n", sample.c_str());
+    }
+    agentws::bench::print_program_table(metrics);
+  } else {
+    print_table(o, rounds);
+  }
   if (!o.json_out.empty()) {
     std::ofstream file(o.json_out);
     file << to_json(o, rounds, ok).dump(2) << "\n";
