@@ -316,11 +316,22 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a client that does not read, then cancels: the cancel acts and the process is stopped "
-    "while it still reads nothing",
+    "a client that does not read: its input still reaches the program, and its cancel "
+    "stops the process while it still reads nothing",
     "[programs]") {
   auto limit = std::make_shared<agentws::process_limit>(8);
-  server_fixture server(config_with({{"flood", shell("exec yes flood")}}, limit));
+  char pattern[] = "/tmp/agentws-inputs-XXXXXX";
+  const int fd = ::mkstemp(pattern);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  const std::string inputs = pattern;
+  // Its stdin copied to a file in the background (through fd 3: an
+  // asynchronous list's own stdin is /dev/null), while it floods stdout.
+  program_spec flood =
+      shell(R"(read start; exec 3<&0; )"
+            R"((while read l <&3; do echo "$l" >> "$INPUTS"; done) & exec yes flood)");
+  flood.env = {"INPUTS=" + inputs};
+  server_fixture server(config_with({{"flood", flood}}, limit));
   raw_peer peer(server.port(), 4096);
   peer.open_websocket();
   peer.pause_reading();
@@ -328,6 +339,14 @@ TEST_CASE(
   // The program fills every buffer on the way, then blocks in write.
   REQUIRE(eventually([&] { return limit->live() == 1; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  peer.send_command({{"command", "send_input"}, {"run_id", "f"}, {"input", {{"x", 1}}}});
+  const auto file_holds_input = [&] {
+    std::ifstream file(inputs);
+    std::string line;
+    return std::getline(file, line) && line == R"({"type": "input", "input": {"x":1}})";
+  };
+  CHECK(eventually(file_holds_input));
+  ::unlink(inputs.c_str());
   peer.send_command({{"command", "cancel_run"}, {"run_id", "f"}});
   // Stopped, while the client has still read nothing.
   CHECK(eventually([&] { return limit->live() == 0; }));
