@@ -23,11 +23,13 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { launchPipeBrowser } from './cdp_pipe.mjs';
 import { startProxy, startVersion1Server } from './net_peers.mjs';
 
 const OVERALL_TIMEOUT_MS = 110_000;
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WAIT_MS = 10_000;
 const DESKTOP = { width: 1360, height: 900 };
 const PHONE = { width: 390, height: 844 };
@@ -125,11 +127,11 @@ async function soft(name, fn) {
   }
 }
 
-// Starts `ws-server --port 0 ARGS` and resolves with { port, stop() } once it
-// logs the port it listens on.
-function startServer(args) {
+// Starts `ws-server --port 0 ARGS` (in directory cwd, if given) and resolves
+// with { port, stop() } once it logs the port it listens on.
+function startServer(args, cwd = undefined) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(opts.server, ['--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(opts.server, ['--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd });
     let log = '';
     let done = false;
     const exited = new Promise((r) => proc.once('exit', r));
@@ -310,6 +312,11 @@ async function main() {
     eq('run-001 last step', a.step, '4');
     check('run-001 progress full', a.progress && a.progress.value === 5 && a.progress.max === 5, JSON.stringify(a.progress));
     check('run-001 has no Cancel button', !a.cancelVisible);
+    check('a demo run has no transcript and no input box', await page.evaluate(() => {
+      const el = [...document.querySelectorAll('#runs .lane')].find((l) => l.dataset.runId === 'run-001');
+      return el.querySelector('.transcript').hidden && el.querySelector('.lane-input').hidden
+        && el.querySelector('.last-text').textContent === 'agent step 4';
+    }));
     eq('run-002 state text', b.state, 'cancelled');
     check('run-002 stopped early', Number(b.count) >= 1 && Number(b.count) < 5, `count ${b.count}`);
     check('run-002 says why it ended', /cancel/i.test(b.note || ''), JSON.stringify(b.note));
@@ -595,6 +602,7 @@ async function main() {
   }
 
   await resumeSection({ page, lane, waitLane, startRun, sent, wsUrls });
+  await agentsSection({ page, lane, waitLane, sent });
 
   check('no script errors on the page', pageErrors.length === 0, pageErrors.join(' | '));
   await context.close();
@@ -828,6 +836,9 @@ async function resumeSection({ page, lane, waitLane, startRun, sent, wsUrls }) {
     await startRun('v1-run', 1000, 50);
     await waitLane('v1-run', ['running'], 2);
     if (!(await page.isHidden('#session'))) throw new Error('a session is shown');
+    for (const id of ['#agent-field', '#input-field', '#more-options']) {
+      if (!(await page.isHidden(id))) throw new Error(`${id} is shown`);
+    }
     const start = sent.slice(sentBefore).find((c) => c.command === 'start_run');
     if (!start || Object.keys(start).sort().join(',') !== 'command,params,request_id,run_id') throw new Error(`start_run: ${JSON.stringify(start)}`);
     if (v1.urls.some((u) => u.includes('session='))) throw new Error(`URL: ${v1.urls.join(' ')}`);
@@ -843,6 +854,184 @@ async function resumeSection({ page, lane, waitLane, startRun, sent, wsUrls }) {
   });
   await v1.close();
   peers.delete(v1);
+}
+
+// --- agents: the example agents of examples/agents.conf ----------------------
+//
+// `assistant` (examples/python_agent.py) streams its answer as text_delta
+// events, asks input_required "Send this answer?" and waits for send_input;
+// `count` (examples/count.sh, text framing) takes no input. The server runs
+// in the repository root, where the config's program paths lead.
+async function agentsSection({ page, lane, waitLane, sent }) {
+  if (!opts.server) {
+    console.log('SKIP agent checks: no --server given');
+    return;
+  }
+  const server = await startServer(['--config', 'examples/agents.conf'], REPO_ROOT);
+  // Runs `body` (JavaScript, with `el` the lane of run `id`) in the page.
+  const inLane = (id, body) => `(() => {
+    const el = [...document.querySelectorAll('#runs .lane')].find((l) => l.dataset.runId === ${JSON.stringify(id)});
+    if (!el) return null;
+    ${body}
+  })()`;
+  const laneDom = (id, body) => page.evaluate(inLane(id, body));
+  // Polled from here: the page's Content-Security-Policy forbids the eval a
+  // string predicate of waitForFunction needs.
+  const waitDom = (id, body, timeout = WAIT_MS) => until(`run ${id}: ${body}`, () => laneDom(id, body), timeout);
+  const startsOf = (id) => sent.filter((c) => c.command === 'start_run' && c.run_id === id);
+  const start = async ({ id, agent, input, params = '', timeout = '' }) => {
+    await page.fill('#run-id', id);
+    await page.selectOption('#agent', agent);
+    await page.fill('#input', input);
+    await page.evaluate(() => { document.querySelector('#more-options').open = true; });
+    await page.fill('#params', params);
+    await page.fill('#timeout', timeout);
+    await page.click('#start');
+  };
+  const transcript = (id) => laneDom(id, `return [...el.querySelectorAll('.transcript > *')].map((n) => ({
+      cls: n.className, kind: n.dataset.kind || null, state: n.dataset.state || null, text: n.textContent }));`);
+
+  await must('agents: the page connects to a server with program agents', async () => {
+    await page.goto(`http://127.0.0.1:${server.port}/`);
+    await page.click('#connect');
+    await page.waitForSelector('#status[data-state="connected"]');
+  });
+  await soft('agents: the chooser lists the server\'s agents, its default first, with descriptions', async () => {
+    const c = await page.evaluate(() => ({
+      visible: !document.querySelector('#agent-field').hidden,
+      options: [...document.querySelectorAll('#agent option')].map((o) => `${o.value}|${o.textContent}|${o.title}`),
+      value: document.querySelector('#agent').value,
+      desc: document.querySelector('#agent-desc').textContent,
+      inputShown: !document.querySelector('#input-field').hidden,
+      timeoutShown: !document.querySelector('#more-options').hidden && !document.querySelector('#timeout-field').hidden,
+    }));
+    if (!c.visible || !c.inputShown || !c.timeoutShown) throw new Error(JSON.stringify(c));
+    const want = ['assistant|assistant (default)|Answers a prompt, asks before sending', 'demo|demo|', 'count|count|Counts to its input, a line every 0.2 s'];
+    if (c.options.length !== 3 || c.options[0] !== want[0] || !c.options[1].startsWith('demo|demo|Streams') || c.options[2] !== want[2]) {
+      throw new Error(`options: ${JSON.stringify(c.options)}`);
+    }
+    if (c.value !== 'assistant' || c.desc !== 'Answers a prompt, asks before sending · takes input while it runs') throw new Error(JSON.stringify(c));
+    await page.selectOption('#agent', 'count');
+    const desc = await page.textContent('#agent-desc');
+    if (desc !== 'Counts to its input, a line every 0.2 s') throw new Error(`count: ${desc}`);
+  });
+  await soft('agents: the input box says how it sends its text, and refuses broken JSON inline', async () => {
+    const hint = async (text) => {
+      await page.fill('#input', text);
+      return page.evaluate(() => `${document.querySelector('#input-hint').dataset.state}|${document.querySelector('#input-hint').textContent}`);
+    };
+    const seen = [await hint(''), await hint('hello there'), await hint('3'), await hint('{"prompt": "x"}')];
+    const want = ['empty|no input sent', 'string|sent as a string', 'json|sent as JSON (number)', 'json|sent as JSON (object)'];
+    if (seen.join('\n') !== want.join('\n')) throw new Error(JSON.stringify(seen));
+    const broken = await hint('{"prompt": ');
+    if (!/^error\|Input is not valid JSON/.test(broken)) throw new Error(broken);
+    const before = sent.length;
+    await page.fill('#run-id', 'broken-input');
+    await page.click('#start');
+    await page.waitForTimeout(100);
+    if (sent.slice(before).some((c) => c.command === 'start_run')) throw new Error('a start_run was sent');
+    if (await lane('broken-input')) throw new Error('a lane was made');
+  });
+
+  // count: text framing, no input; a chosen agent other than the default is named
+  await soft('agents: count (chosen, input 3) streams 1 2 3 and shows no input box', async () => {
+    await start({ id: 'count-3', agent: 'count', input: '3' });
+    await waitLane('count-3', ['running', 'done'], 1);
+    const box = await laneDom('count-3', `return el.querySelector('.lane-input').hidden;`);
+    if (!box) throw new Error('an input box is shown for an agent that takes no input');
+    await waitLane('count-3', ['done'], 3);
+    const s = startsOf('count-3')[0];
+    if (!s || s.agent !== 'count' || s.input !== 3 || 'timeout_ms' in s) throw new Error(`start_run: ${JSON.stringify(s)}`);
+  });
+
+  // assistant: the default, so no agent field; the answer flows, it asks, we answer
+  const id = 'ask-1';
+  const prompt = 'what is the answer';
+  await soft('agents: assistant (the default) starts with the prompt as a string and no agent field', async () => {
+    await start({ id, agent: 'assistant', input: prompt, params: '{"delay_ms": 0}' });
+    await waitLane(id, ['running']);
+    const s = startsOf(id)[0];
+    if (!s || 'agent' in s || s.input !== prompt || !s.params || s.params.delay_ms !== 0) throw new Error(`start_run: ${JSON.stringify(s)}`);
+  });
+  await soft('agents: the answer flows as one paragraph, then the question with its options', async () => {
+    await waitDom(id, `return !!el.querySelector('.transcript .prompt[data-state="open"]');`);
+    const t = await transcript(id);
+    const flows = t.filter((x) => x.cls === 'tx-flow');
+    if (flows.length !== 1 || flows[0].text !== `You asked: ${prompt} `) throw new Error(JSON.stringify(t));
+    const q = await laneDom(id, `const p = el.querySelector('.prompt');
+      return { text: p.querySelector('.prompt-text').textContent, options: [...p.querySelectorAll('.prompt-option')].map((b) => b.textContent + (b.disabled ? '(disabled)' : '')) };`);
+    if (q.text !== 'Send this answer?' || q.options.join(',') !== 'yes,no') throw new Error(JSON.stringify(q));
+    const count = Number((await lane(id)).count);
+    if (count !== 7) throw new Error(`${count} events counted (6 words and the question)`);
+  });
+  await soft('agents: the lane\'s box sends input; the run shows input_received, and asks again on a non-answer', async () => {
+    const before = sent.length;
+    await laneDom(id, `el.querySelector('.lane-input .input-text').value = 'maybe';
+      el.querySelector('.lane-input .input-text').dispatchEvent(new Event('input'));
+      el.querySelector('.lane-input .send').click(); return true;`);
+    await waitDom(id, `return [...el.querySelectorAll('.transcript .prompt')].length === 2;`);
+    const cmd = sent.slice(before).find((c) => c.command === 'send_input');
+    if (!cmd || cmd.run_id !== id || cmd.input !== 'maybe' || typeof cmd.request_id !== 'string') throw new Error(`send_input: ${JSON.stringify(cmd)}`);
+    const t = await transcript(id);
+    const inputs = t.filter((x) => x.cls === 'tx-input').map((x) => x.text);
+    if (inputs.join('|') !== 'input received: maybe') throw new Error(JSON.stringify(t));
+    const prompts = t.filter((x) => x.cls === 'prompt').map((x) => x.state);
+    if (prompts.join(',') !== 'answered,open') throw new Error(`prompt states: ${prompts}`);
+    const again = await laneDom(id, `const p = [...el.querySelectorAll('.prompt')].pop();
+      return p.querySelector('.prompt-agent-error')?.textContent;`);
+    if (!/answer "yes", "no"/.test(again || '')) throw new Error(`the agent's complaint: ${again}`);
+    const old = await laneDom(id, `return [...el.querySelector('.prompt').querySelectorAll('button')].every((b) => b.disabled);`);
+    if (!old) throw new Error('the answered prompt still has enabled buttons');
+  });
+  await soft('agents: clicking "yes" sends it, the run says "Sent." and ends; the prompt is disabled', async () => {
+    const before = sent.length;
+    await laneDom(id, `[...[...el.querySelectorAll('.prompt')].pop().querySelectorAll('.prompt-option')].find((b) => b.textContent === 'yes').click(); return true;`);
+    await waitLane(id, ['done']);
+    const cmd = sent.slice(before).find((c) => c.command === 'send_input');
+    if (!cmd || cmd.input !== 'yes') throw new Error(`send_input: ${JSON.stringify(cmd)}`);
+    const t = await transcript(id);
+    const tail = t.slice(-3).map((x) => `${x.cls}${x.state ? `[${x.state}]` : ''}:${x.text}`);
+    if (!/^prompt\[answered\]:Send this answer\?/.test(tail[0]) || !tail[0].includes('answered: yes')
+      || tail[1] !== 'tx-input:input received: yes' || tail[2] !== 'tx-event:textSent.') {
+      throw new Error(JSON.stringify(tail));
+    }
+    const after = await laneDom(id, `return { buttons: [...el.querySelectorAll('.prompt button, .prompt input')].every((b) => b.disabled),
+      box: el.querySelector('.lane-input').hidden, note: el.querySelector('.note').textContent };`);
+    if (!after.buttons || !after.box || after.note !== '') throw new Error(JSON.stringify(after));
+  });
+  await soft('agents: a free-text answer ({"approve": false}) from the prompt; the run says "Discarded."', async () => {
+    const id2 = 'ask-2';
+    await start({ id: id2, agent: 'assistant', input: '{"prompt": "second"}', params: '{"delay_ms": 0}' });
+    await waitDom(id2, `return !!el.querySelector('.transcript .prompt[data-state="open"]');`);
+    const flow = await laneDom(id2, `return el.querySelector('.tx-flow').textContent;`);
+    if (flow !== 'You asked: second ') throw new Error(flow);
+    await laneDom(id2, `const p = el.querySelector('.prompt'); p.querySelector('.prompt-answer').value = '{"approve": false}';
+      p.querySelector('.prompt-send').click(); return true;`);
+    await waitLane(id2, ['done']);
+    const t = await transcript(id2);
+    const last = t[t.length - 1];
+    if (last.text !== 'textDiscarded.' || !t.some((x) => x.text === 'input received: {"approve":false}')) throw new Error(JSON.stringify(t.slice(-3)));
+    if (startsOf(id2)[0].input.prompt !== 'second') throw new Error('the input was not sent as JSON');
+  });
+  await soft('agents: a program that fails shows as failed, with its error and exit code', async () => {
+    await start({ id: 'no-prompt', agent: 'assistant', input: '' });
+    await waitLane('no-prompt', ['failed']);
+    const s = startsOf('no-prompt')[0];
+    if ('input' in s) throw new Error(`start_run: ${JSON.stringify(s)}`);
+    const l = await lane('no-prompt');
+    const exits = l.note.match(/exit code 1\b/g) || [];
+    if (l.state !== 'failed' || !/^failed: agent assistant: /.test(l.note) || exits.length !== 1) throw new Error(JSON.stringify(l));
+    const t = await transcript('no-prompt');
+    if (!t.some((x) => x.kind === 'error' && /input must be a prompt/.test(x.text))) throw new Error(JSON.stringify(t));
+  });
+  await soft('agents: timeout_ms is sent and the run is cancelled at it', async () => {
+    await start({ id: 'slow-count', agent: 'count', input: '100', timeout: '300' });
+    await waitLane('slow-count', ['cancelled']);
+    if (startsOf('slow-count')[0].timeout_ms !== 300) throw new Error(JSON.stringify(startsOf('slow-count')[0]));
+    const note = (await lane('slow-count')).note;
+    if (!/timeout/.test(note)) throw new Error(`note: ${note}`);
+  });
+  await server.stop();
 }
 
 // --- under load: 50 runs streaming as fast as the page takes them -----------
