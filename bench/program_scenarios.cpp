@@ -59,27 +59,6 @@ std::string_view side_name(side s) {
   return "?";
 }
 
-double ms_between(steady::time_point from, steady::time_point to) {
-  return std::chrono::duration<double, std::milli>(to - from).count();
-}
-
-// The q-quantile (0..1) of `values` by nearest rank; 0 for an empty set.
-double quantile(std::vector<double> values, double q) {
-  if (values.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1) + 0.5);
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank),
-                   values.end());
-  return values[rank];
-}
-
-std::string excerpt(std::string_view text) {
-  std::string out(text.substr(0, 120));
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20) c = '?';
-  }
-  return out;
-}
-
 // --- /proc ---
 
 std::optional<proc_stat> read_proc_stat(int pid) {
@@ -361,18 +340,6 @@ bool run_until(asio::io_context& io, steady::time_point deadline, failure_log& f
   io.restart();
   if (!finished) f.error("timeout in " + std::string(phase));
   return finished;
-}
-
-template <class Awaitable>
-void spawn(asio::io_context& io, Awaitable&& work, failure_log& f) {
-  asio::co_spawn(io, std::forward<Awaitable>(work), [&f](std::exception_ptr failure) {
-    if (!failure) return;
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      f.error(std::string("coroutine failed: ") + e.what());
-    }
-  });
 }
 
 class program_scenario : public resume_scenario {

@@ -40,29 +40,6 @@ using std::chrono::milliseconds;
 
 constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 
-double ms_between(steady::time_point from, steady::time_point to) {
-  return std::chrono::duration<double, std::milli>(to - from).count();
-}
-
-// The q-quantile (0..1) of `values` by nearest rank; 0 for an empty set.
-double quantile(std::vector<double> values, double q) {
-  if (values.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1) + 0.5);
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank),
-                   values.end());
-  return values[rank];
-}
-
-// A bounded excerpt of a frame for messages (control characters shown as '?').
-std::string excerpt(std::string_view text) {
-  std::string out(text.substr(0, 160));
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20) c = '?';
-  }
-  if (text.size() > 160) out += "...";
-  return out;
-}
-
 bool run_scoped(event_kind kind) {
   return kind == event_kind::run_started || kind == event_kind::run_event ||
          kind == event_kind::run_done || kind == event_kind::run_cancelled;
@@ -236,20 +213,6 @@ std::optional<event_kind> check_run_event(link& l, std::string_view text, std::s
       return std::nullopt;
   }
   return std::nullopt;
-}
-
-// Starts a coroutine whose escaping exceptions (there should be none: I/O
-// errors are values) are recorded instead of lost.
-template <class Awaitable>
-void spawn(asio::io_context& io, Awaitable&& work, failure_log& f) {
-  asio::co_spawn(io, std::forward<Awaitable>(work), [&f](std::exception_ptr failure) {
-    if (!failure) return;
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      f.error(std::string("coroutine failed: ") + e.what());
-    }
-  });
 }
 
 // Runs `io` until its work is done or the deadline passes; on timeout calls

@@ -21,13 +21,18 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/websocket/stream.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -95,6 +100,44 @@ struct failure_log {
     if (samples.size() < max_samples) samples.push_back(std::move(what));
   }
 };
+
+inline double ms_between(std::chrono::steady_clock::time_point from,
+                         std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// The q-quantile (0..1) of `values` by nearest rank; 0 for an empty set.
+inline double quantile(std::vector<double> values, double q) {
+  if (values.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1) + 0.5);
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank),
+                   values.end());
+  return values[rank];
+}
+
+// A bounded excerpt of a peer's frame for messages (control characters shown as '?').
+inline std::string excerpt(std::string_view text) {
+  std::string out(text.substr(0, 160));
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20) c = '?';
+  }
+  if (text.size() > 160) out += "...";
+  return out;
+}
+
+// Starts a coroutine whose escaping exceptions (there should be none: I/O
+// errors are values) are recorded instead of lost.
+template <class Awaitable>
+void spawn(boost::asio::io_context& io, Awaitable&& work, failure_log& failures) {
+  boost::asio::co_spawn(io, std::forward<Awaitable>(work), [&failures](std::exception_ptr failure) {
+    if (!failure) return;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      failures.error(std::string("coroutine failed: ") + e.what());
+    }
+  });
+}
 
 // Connects and opens the WebSocket as every ws-bench client does (no
 // Nagle, ws-bench's User-Agent, text frames, no fragmentation); false after

@@ -187,16 +187,6 @@ std::string_view kind_name(agentws::event_kind kind) {
   return "unknown";
 }
 
-// A bounded excerpt of a peer's frame for messages (control characters shown as '?').
-std::string excerpt(std::string_view text) {
-  std::string out(text.substr(0, 160));
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20) c = '?';
-  }
-  if (text.size() > 160) out += "...";
-  return out;
-}
-
 // --- Measuring the server from /proc ---
 
 // CPU time of every thread of `pid` in seconds from the scheduler's
@@ -266,15 +256,6 @@ double own_cpu_seconds() {
 
 // --- Statistics ---
 
-// The q-quantile (0..1) of `values` by nearest rank; 0 for an empty set.
-double quantile(std::vector<double> values, double q) {
-  if (values.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1) + 0.5);
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank),
-                   values.end());
-  return values[rank];
-}
-
 double median(std::vector<double> values) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -282,7 +263,10 @@ double median(std::vector<double> values) {
   return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
+using agentws::bench::excerpt;
 using agentws::bench::failure_log;
+using agentws::bench::quantile;
+using agentws::bench::spawn;
 
 // One round's figures, in the order they are printed.
 struct round_result {
@@ -366,20 +350,6 @@ class io_pool {
  private:
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
 };
-
-// Starts a coroutine whose escaping exceptions (there should be none: I/O
-// errors are values) are recorded instead of lost.
-template <class Awaitable>
-void spawn(asio::io_context& io, Awaitable&& work, failure_log& failures) {
-  asio::co_spawn(io, std::forward<Awaitable>(work), [&failures](std::exception_ptr failure) {
-    if (!failure) return;
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      failures.error(std::string("coroutine failed: ") + e.what());
-    }
-  });
-}
 
 // Runs the pool; on timeout, aborts `connections` and drains what is left.
 bool run_phase(io_pool& pool, steady::time_point deadline,
