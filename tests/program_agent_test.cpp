@@ -241,9 +241,22 @@ TEST_CASE("text framing: the input as one line, every stdout line as text", "[pr
   REQUIRE(rest.size() == 3);
   CHECK(rest[1]["payload"]["text"] == R"({"n":1})");
   CHECK(rest[2]["event_type"] == "run_done");
-  // A line break would split the input in two lines: refused.
+  // A line break would split the input in two lines: refused, at the start
+  // and in a send_input, which leaves the run's input open.
   peer.send_command(start_program("u", "lines", "two\nlines"));
   CHECK(peer.expect_event("error")["payload"]["code"] == "invalid_input");
+  peer.send_command(start_program("v", "lines", "first"));
+  peer.expect_event("run_started");
+  CHECK(peer.expect_event("run_event")["payload"]["text"] == "first");
+  peer.expect_event("run_event");
+  peer.send_command({{"command", "send_input"}, {"run_id", "v"}, {"input", "a\rb"}});
+  const json refusal = peer.expect_event("error")["payload"];
+  CHECK(refusal["code"] == "invalid_input");
+  CHECK(refusal["run_id"] == "v");
+  peer.send_command({{"command", "send_input"}, {"run_id", "v"}, {"input", "last"}});
+  const std::vector<json> end = peer.events_until_terminal("v");
+  REQUIRE(end.size() == 3);
+  CHECK(end[1]["payload"]["text"] == "last");
 }
 
 TEST_CASE("a stdout line over the limit ends the run with an error naming it, and the process",

@@ -122,6 +122,13 @@ class agent {
     return std::nullopt;
   }
 
+  // Refuses a send_input's input (invalid_input) before it is queued for
+  // a run of this agent; any thread, keep it quick. By default anything goes.
+  virtual std::optional<protocol_error> validate_input(const nlohmann::json& input) const {
+    (void)input;
+    return std::nullopt;
+  }
+
   // After validate(), on the run's home just before run_started: acquire
   // what the run cannot start without (a process, a connection to a model),
   // or refuse the start (unavailable, too_many_processes). Keep it quick.

@@ -169,12 +169,15 @@ class program_agent final : public agent {
   bool takes_demo_params() const override { return false; }
 
   std::optional<protocol_error> validate(const nlohmann::json& params, const nlohmann::json& input,
-                                         const protocol_limits& limits) const override {
-    (void)limits;
+                                         const protocol_limits& /*limits*/) const override {
     if (!params.is_null() && !params.is_object()) {
       return protocol_error{
           protocol_error_code::invalid_params, "params must be an object", {}, {}, {}};
     }
+    return validate_input(input);
+  }
+
+  std::optional<protocol_error> validate_input(const nlohmann::json& input) const override {
     if (spec_.framing == program_framing::text && input.is_string() &&
         input.get_ref<const std::string&>().find_first_of("\r\n") != std::string::npos) {
       return protocol_error{protocol_error_code::invalid_input,
@@ -309,6 +312,9 @@ asio::awaitable<void> program_agent::feed_stdin(run_context& context, child_proc
     // on: what it prints is still the run's).
     if (!open) continue;
     const write_status wrote = co_await child.write_line(input_line(*input), stdin_write_timeout);
+    // validate_input keeps line breaks out of text framing's lines; were
+    // one to pass, only that input would be lost, not the ones after it.
+    if (wrote == write_status::refused) continue;
     open = wrote == write_status::written;
   }
 }

@@ -352,6 +352,14 @@ asio::awaitable<void> basic_session<Transport>::send_input(send_input_command co
   }
   // Never throws: the parser wrote it.
   nlohmann::json input = nlohmann::json::parse(command.input_json, nullptr, false);
+  if (const auto& logic = run->agent_logic()) {
+    if (auto refusal = logic->validate_input(input)) {
+      refusal->run_id = std::move(command.run_id);
+      refusal->request_id = std::move(command.request_id);
+      send_error(*refusal);
+      co_return;
+    }
+  }
   // Followed through a mailbox: its input_received comes that way.
   const bool through_mailbox = followed != runs_.end() && followed->second.mailbox;
   // On the run's strand (this one when it is ours): the reader waits, so

@@ -162,6 +162,8 @@ class server_run final : public std::enable_shared_from_this<server_run> {
   const std::string& owner() const noexcept { return settings_.owner; }
   const std::string& run_id() const noexcept { return settings_.run_id; }
   const std::string& agent_name() const noexcept { return settings_.agent_name; }
+  // Null for the server's demo agent. Readable from any thread.
+  const std::shared_ptr<agentws::agent>& agent_logic() const noexcept { return settings_.agent; }
   const run_params& params() const noexcept { return settings_.params; }
   const nlohmann::json& params_json() const noexcept { return settings_.params_json; }
   const nlohmann::json& input() const noexcept { return settings_.input; }
