@@ -594,6 +594,9 @@ struct scenario_state {
   bool started = false;  // the runs were started (and attached)
   bool finished = false;
   bool timed_out = false;
+  // A run was cancelled for the server's shutdown: its 1001 close follows,
+  // and the scenario ends with it (exit 3), not with a close of its own.
+  bool server_stopping = false;
 };
 
 }  // namespace
@@ -808,9 +811,12 @@ asio::awaitable<scenario_exit> run_scenario(const scenario& plan, run_tracker& t
           if (event->kind == event_kind::run_detached) state->book.forget(event->run_id);
           tracker.on_event(*event);
           if (output.on_event) output.on_event(std::string(text), *event);
+          if (event->kind == event_kind::run_cancelled && event->reason == "shutdown") {
+            state->server_stopping = true;
+          }
         }
       }
-      if (!closing && state->started && tracker.all_finished()) {
+      if (!closing && state->started && tracker.all_finished() && !state->server_stopping) {
         closing = true;
         state->finished = true;
         for (auto& timer : state->cancel_timers)
