@@ -2,8 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <initializer_list>
 
 namespace agentws {
 namespace {
@@ -331,18 +333,26 @@ void append_json_value(std::string& out, const nlohmann::json& value) {
   }
 }
 
-}  // namespace
-
-void append_run_event_fields(std::string& out, std::string_view ts, std::string_view run_id,
-                             std::uint64_t step, std::uint64_t seq, const nlohmann::json& fields) {
+// An agent's object as members to follow the server's own (`, "key": value`
+// each), without the keys the server writes itself.
+std::string members_except(const nlohmann::json& object,
+                           std::initializer_list<std::string_view> servers_keys) {
   std::string members;
-  for (const auto& [key, member] : fields.items()) {
-    if (key == "run_id" || key == "step" || key == "seq") continue;  // the server's
+  for (const auto& [key, member] : object.items()) {
+    if (std::find(servers_keys.begin(), servers_keys.end(), key) != servers_keys.end()) continue;
     members.append(", ");
     append_json_string(members, key);
     members.append(": ");
     append_json_value(members, member);
   }
+  return members;
+}
+
+}  // namespace
+
+void append_run_event_fields(std::string& out, std::string_view ts, std::string_view run_id,
+                             std::uint64_t step, std::uint64_t seq, const nlohmann::json& fields) {
+  const std::string members = members_except(fields, {"run_id", "step", "seq"});
   event_writer(out, "run_event", ts)
       .field("run_id", run_id)
       .field("step", step)
@@ -387,15 +397,7 @@ void append_run_done(std::string& out, std::string_view ts, std::string_view run
   if (!failure.empty()) {
     writer.field("ok", false).field("error", failure);
     if (failure_details && failure_details->is_object()) {
-      std::string members;
-      for (const auto& [key, member] : failure_details->items()) {
-        if (key == "run_id" || key == "seq" || key == "ok" || key == "error") continue;
-        members.append(", ");
-        append_json_string(members, key);
-        members.append(": ");
-        append_json_value(members, member);
-      }
-      writer.raw_members(members);
+      writer.raw_members(members_except(*failure_details, {"run_id", "seq", "ok", "error"}));
     }
   }
   writer.finish();
