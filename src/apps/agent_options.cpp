@@ -48,7 +48,7 @@ constexpr std::string_view agent_settings[] = {
 
 }  // namespace
 
-bool is_agent_name(std::string_view name) {
+bool is_plain_name(std::string_view name) {
   return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
            c == '_' || c == '-';
@@ -62,7 +62,7 @@ std::variant<program_agent_option, std::string> parse_agent_argument(std::string
     return "--agent: '" + printable(value) + "' is not NAME=PROGRAM [ARG...]";
   }
   const std::string_view name = value.substr(0, equals);
-  if (!is_agent_name(name)) {
+  if (!is_plain_name(name)) {
     return "--agent: '" + printable(name) +
            "' is not an agent name (1 to 64 letters, digits, '.', '_' or '-')";
   }
@@ -85,7 +85,7 @@ agent_sections_result parse_agent_sections(
     const std::string name(rest.substr(0, dot == std::string_view::npos ? 0 : dot));
     const std::string setting(dot == std::string_view::npos ? rest : rest.substr(dot + 1));
     const std::string where = "[agent." + printable(name) + "] " + printable(setting);
-    if (!is_agent_name(name)) {
+    if (!is_plain_name(name)) {
       result.problems.push_back("config: '" + printable(key) +
                                 "': an agent section is [agent.NAME], NAME 1 to 64 letters, "
                                 "digits, '_' or '-'");

@@ -20,8 +20,9 @@ struct program_agent_option {
   program_spec spec;
 };
 
-// Agent names: 1 to 64 letters, digits, '.', '_' or '-'.
-bool is_agent_name(std::string_view name);
+// Names of agents and of token owners: 1 to 64 letters, digits, '.', '_'
+// or '-'.
+bool is_plain_name(std::string_view name);
 
 // "NAME=PROGRAM ARG...": the command split on blanks (no shell, no quoting),
 // the rest of the spec as `defaults`. The error names the problem.

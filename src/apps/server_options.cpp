@@ -485,19 +485,12 @@ bool has_control_characters(std::string_view text) {
                      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
-bool is_token_owner_name(std::string_view name) {
-  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == '-';
-  });
-}
-
 // "alice" from "alice:token" (blanks around the name allowed), or nullopt.
 std::optional<std::string_view> owner_name_of(std::string_view line) {
   const std::size_t colon = line.find(':');
   if (colon == std::string_view::npos) return std::nullopt;
   const std::string_view name = trim_blanks(line.substr(0, colon));
-  if (!is_token_owner_name(name)) return std::nullopt;
+  if (!is_plain_name(name)) return std::nullopt;
   return name;
 }
 
