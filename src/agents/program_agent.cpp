@@ -144,15 +144,15 @@ asio::awaitable<void> reap(std::shared_ptr<program_process> process,
                 detail::describe(status));
 }
 
-// A line for the child's stdin in text framing: a string as its text, any
-// other value as compact JSON.
-std::string text_line(const nlohmann::json& value) {
-  if (value.is_string()) return value.get<std::string>();
+// Compact JSON (invalid UTF-8 replaced, never thrown).
+std::string dump(const nlohmann::json& value) {
   return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string dump(const nlohmann::json& value) {
-  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+// A line for the child's stdin in text framing: a string as its text, any
+// other value as compact JSON.
+std::string text_line(const nlohmann::json& value) {
+  return value.is_string() ? value.get<std::string>() : dump(value);
 }
 
 class program_agent final : public agent {
